@@ -1,0 +1,31 @@
+# Two commands for a fresh machine with Python 3.11 and pip: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup run test bench lint clean
+
+$(BIN)/ofa: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	touch $(BIN)/ofa
+
+setup: $(BIN)/ofa
+
+run: setup
+	$(BIN)/ofa run
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Once-for-all supernets trained with attentive sampling."""
