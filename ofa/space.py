@@ -372,8 +372,6 @@ class SearchSpace:
         """Return ``arch`` if it belongs to this space, else raise ``ValueError`` naming field and choices."""
         if not isinstance(arch, Arch):
             raise ValueError(f"expected an Arch, got {type(arch).__name__}")
-        if arch.resolution not in self.resolution:
-            raise ValueError(f"arch.resolution: {arch.resolution} is not one of {list(self.resolution)}")
         n_stages = len(self.stages)
         if len(arch.width) != n_stages + 2:
             raise ValueError(
@@ -386,6 +384,8 @@ class SearchSpace:
                     f"arch.{name}: expected {n_stages} stages for space '{self.name}', "
                     f"got {len(getattr(arch, name))}: the arch is from another space"
                 )
+        if arch.resolution not in self.resolution:
+            raise ValueError(f"arch.resolution: {arch.resolution} is not one of {list(self.resolution)}")
         for index, (value, choices) in enumerate(zip(arch.width, self.width_choices)):
             if value not in choices:
                 part = "stem" if index == 0 else "head" if index == n_stages + 1 else self.stages[index - 1].name
