@@ -97,6 +97,12 @@ def _enum(value: Any, where: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{where}: expected true or false, got {value!r}")
@@ -286,7 +292,7 @@ class SearchSpace:
                 _odd(kernel, f"{where}.kernel_size")
             stages.append(
                 StageSpec(
-                    name=str(stage_data.get("name", f"stage{index + 1}")),
+                    name=_name(stage_data.get("name", f"stage{index + 1}"), f"{where}.name"),
                     width=_choices(stage_data["width"], f"{where}.width"),
                     depth=_choices(stage_data["depth"], f"{where}.depth"),
                     kernel_size=kernels,
@@ -567,7 +573,7 @@ def _odd(value: Any, where: str) -> int:
 
 
 def _stride(value: Any, where: str) -> int:
-    if value not in (1, 2) or isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2):
         raise ValueError(f"{where}: stride must be 1 or 2, got {value!r}")
     return value
 
@@ -607,12 +613,16 @@ def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
     The file holds the arch itself or a mapping with an ``arch`` key (as exported subnets do).
     """
     data = _read_yaml_or_json(Path(path), "arch")
+    declared = []
     if isinstance(data, dict) and "arch" in data and "resolution" not in data:
+        if "space" in data:
+            declared.append(data["space"])
         data = data["arch"]
     if isinstance(data, dict) and "space" in data:
         data = dict(data)
-        declared = data.pop("space")
-        if space is not None and declared != space.name:
-            raise ValueError(f"arch file {path} is for space {declared!r}, not {space.name!r}")
+        declared.append(data.pop("space"))
+    for name in declared:
+        if space is not None and name != space.name:
+            raise ValueError(f"arch file {path} is for space {name!r}, not {space.name!r}")
     arch = Arch.from_dict(data)
     return space.validate(arch) if space is not None else arch

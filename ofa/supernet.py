@@ -226,6 +226,12 @@ class Supernet(nn.Module):
         self.active_arch = arch
         return arch
 
+    def set_dropout(self, rate: float) -> None:
+        """Dropout before the classifier (the sandwich rule uses it for the largest subnet only)."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {rate}")
+        self.head.dropout.p = rate
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, stem, H/2, W/2)
         for blocks, depth in zip(self.stages, self.active_depth):
