@@ -8,6 +8,9 @@ model's state dict is the supernet's sliced to the static shapes (see :func:`sli
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,21 +36,62 @@ def activation_layer(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; allowed: relu, swish, h_swish")
 
 
+def _slice_index(have: torch.Size, shape: torch.Size) -> tuple[slice, ...]:
+    """The index that slices a ``have``-shaped tensor to ``shape`` (see :func:`slice_to_shape`)."""
+    if len(have) != len(shape):
+        raise ValueError(f"cannot slice a {tuple(have)} tensor to {tuple(shape)}")
+    index = []
+    for dim, (size, want) in enumerate(zip(have, shape)):
+        if want > size:
+            raise ValueError(f"cannot slice a {tuple(have)} tensor to the larger {tuple(shape)}")
+        start = (size - want) // 2 if dim >= 2 else 0
+        index.append(slice(start, start + want))
+    return tuple(index)
+
+
 def slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """First-k slice on channel dims (0, 1) and centre crop on kernel dims (2, 3)."""
-    if tensor.dim() != len(shape):
-        raise ValueError(f"cannot slice a {tuple(tensor.shape)} tensor to {tuple(shape)}")
-    index = []
-    for dim, (have, want) in enumerate(zip(tensor.shape, shape)):
-        if want > have:
-            raise ValueError(f"cannot slice a {tuple(tensor.shape)} tensor to the larger {tuple(shape)}")
-        start = (have - want) // 2 if dim >= 2 else 0
-        index.append(slice(start, start + want))
-    return tensor[tuple(index)]
+    return tensor[_slice_index(tensor.shape, shape)]
 
 
-class DynamicConv2d(nn.Module):
+def _cached_views(
+    cache: dict, key: Hashable, tensors: tuple[torch.Tensor | None, ...], indices: tuple[Any, ...]
+) -> tuple[torch.Tensor | None, ...]:
+    """``tensor[index]`` of each tensor (the tensor itself for a None tensor or index).
+
+    With autograd on, the views are taken anew (gradients must reach the parameters). With autograd off,
+    the views of ``key`` are kept in ``cache`` and reused as long as every tensor keeps its storage: a view
+    aliases the live storage, so in-place updates (optimizer steps, ``load_state_dict``, BN statistics) are
+    seen, while a reassigned or moved tensor has a new storage (the old one stays alive in the cache, so
+    its address cannot be reused) and gets fresh views. Taking the views is then one dict look-up instead
+    of several slicing ops per layer.
+    """
+    if torch.is_grad_enabled():
+        return tuple(t if t is None or i is None else t[i] for t, i in zip(tensors, indices))
+    stamp = tuple(0 if t is None else t.data_ptr() for t in tensors)
+    entry = cache.get(key)
+    if entry is None or entry[0] != stamp:
+        # views of detached aliases: plain tensors outside autograd, whatever mode they were made in
+        views = tuple(t if t is None or i is None else t.detach()[i] for t, i in zip(tensors, indices))
+        entry = cache[key] = (stamp, views)
+    return entry[1]
+
+
+class _ViewCache:
+    """Mixin for layers with a ``_views`` cache of :func:`_cached_views`: copies and pickles start empty."""
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_views"] = {}
+        return state
+
+
+class DynamicConv2d(_ViewCache, nn.Module):
     """Conv2d whose output channels and kernel size are chosen per call; input channels follow the input.
+
+    The slice of each (input, output, kernel) choice is worked out once (a per-layer table of Python
+    slices). With autograd off (``torch.no_grad``/``inference_mode``) the sliced views themselves are kept
+    per choice too (see :func:`_cached_views`); with autograd on they are taken anew at every call.
 
     Args:
         max_in_channels: input channels of the largest subnet.
@@ -75,20 +119,45 @@ class DynamicConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(max_out_channels)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        # (in, out, kernel) -> (weight index or None for all, bias slice or None, padding, groups)
+        self._slices: dict[tuple, tuple] = {}
+        self._views: dict[tuple, tuple] = {}  # (in, out, kernel) -> (storage stamp, views); autograd off only
 
-    def forward(self, x: torch.Tensor, out_channels: int | None = None, kernel_size: int | None = None) -> torch.Tensor:
-        in_channels = x.size(1)
+    def _slice_plan(self, in_channels: int, out_channels: int | None, kernel_size: int | None) -> tuple:
         out_channels = in_channels if self.depthwise else (out_channels or self.weight.size(0))
         kernel_size = kernel_size or self.weight.size(2)
         in_per_group = 1 if self.depthwise else in_channels
-        weight = slice_to_shape(self.weight, torch.Size((out_channels, in_per_group, kernel_size, kernel_size)))
-        bias = self.bias[:out_channels] if self.bias is not None else None
-        groups = in_channels if self.depthwise else 1
-        return F.conv2d(x, weight, bias, self.stride, kernel_size // 2, 1, groups)
+        shape = torch.Size((out_channels, in_per_group, kernel_size, kernel_size))
+        full = shape == self.weight.shape
+        index = None if full else _slice_index(self.weight.shape, shape)
+        bias = None if self.bias is None or out_channels == self.bias.size(0) else slice(0, out_channels)
+        return index, bias, kernel_size // 2, in_channels if self.depthwise else 1
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None, kernel_size: int | None = None) -> torch.Tensor:
+        key = (x.size(1), out_channels, kernel_size)
+        plan = self._slices.get(key)
+        if plan is None:
+            plan = self._slices[key] = self._slice_plan(*key)
+        index, bias_index, padding, groups = plan
+        weight, bias = self.weight, self.bias
+        if index is not None or bias_index is not None:
+            weight, bias = _cached_views(self._views, key, (weight, bias), (index, bias_index))
+        return F.conv2d(x, weight, bias, self.stride, padding, 1, groups)
 
 
-class DynamicBatchNorm2d(nn.BatchNorm2d):
+class DynamicBatchNorm2d(_ViewCache, nn.BatchNorm2d):
     """BatchNorm2d over the first ``x.size(1)`` channels (sliced affine and running statistics)."""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self._views: dict[int, tuple] = {}  # channels -> (storage stamp, views); autograd off only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.size(1)
@@ -100,19 +169,14 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
             if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or not self.track_running_stats
-        return F.batch_norm(
-            x,
-            self.running_mean[:channels],
-            self.running_var[:channels],
-            self.weight[:channels],
-            self.bias[:channels],
-            use_batch_stats,
-            momentum,
-            self.eps,
+        index = slice(0, channels)
+        running_mean, running_var, weight, bias = _cached_views(
+            self._views, channels, (self.running_mean, self.running_var, self.weight, self.bias), (index,) * 4
         )
+        return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, momentum, self.eps)
 
 
-class DynamicLinear(nn.Module):
+class DynamicLinear(_ViewCache, nn.Module):
     """Linear layer whose input features follow the input (first-k slice); outputs fixed."""
 
     def __init__(self, max_in_features: int, out_features: int) -> None:
@@ -120,9 +184,14 @@ class DynamicLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, max_in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         nn.init.normal_(self.weight, std=0.01)
+        self._views: dict[int, tuple] = {}  # in features -> (storage stamp, views); autograd off only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight[:, : x.size(1)], self.bias)
+        features = x.size(1)
+        if features == self.weight.size(1):
+            return F.linear(x, self.weight, self.bias)
+        (weight,) = _cached_views(self._views, features, (self.weight,), ((slice(None), slice(0, features)),))
+        return F.linear(x, weight, self.bias)
 
 
 class DynamicSqueezeExcite(nn.Module):

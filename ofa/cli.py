@@ -6,11 +6,15 @@ Every command reports bad input as one line on stderr with exit code 2 (no trace
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ofa.flops import count_macs, count_params
 from ofa.space import load_arch, load_space
+from ofa.train import TrainingDivergedError
+from predictors.cli import add_commands as add_predictor_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -48,11 +52,134 @@ def _add_space_commands(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_command_flops)
 
 
+def _command_train(args: argparse.Namespace) -> None:
+    from ofa.train_config import load_train_config
+    from ofa.trainer import train
+
+    config = load_train_config(args.config, tuple(args.set))
+    result = train(config, resume=args.resume)
+    print(
+        f"trained {result.run_dir}: val acc max {result.val_acc_max:.4f} min {result.val_acc_min:.4f} "
+        f"in {result.seconds:.0f} s"
+    )
+
+
+def _command_evaluate(args: argparse.Namespace) -> None:
+    from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.runs import load_run
+
+    run = load_run(args.run, args.checkpoint)
+    out = Path(args.out) if args.out else run.run_dir / "archs.csv"
+    archs = spread_archs(run.space, args.num_archs, run.num_classes, args.seed)
+    records = measure_to_csv(
+        out,
+        run.supernet,
+        archs,
+        run.calibration_images,
+        run.val_loader,
+        run.test_loader,
+        args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(f"{len(records)} archs measured in {out}")
+
+
+def _command_export(args: argparse.Namespace) -> None:
+    from ofa.deploy import export_from_run
+
+    out, info = export_from_run(args.run, args.arch, args.flops, Path(args.out), args.force, args.onnx)
+    onnx = f", ONNX max abs diff {info['onnx']['max_abs_diff']:.2e}" if info.get("onnx") else ""
+    print(f"exported {info['arch_short']} ({info['mmacs']:.2f} MMACs) to {out}{onnx}")
+
+
+def _command_search(args: argparse.Namespace) -> None:
+    from ofa.budget import parse_budgets
+    from ofa.deploy import find_predictor, search_run
+    from ofa.runs import load_run
+    from ofa.search import SearchSettings
+
+    budgets = parse_budgets(args.budgets)
+    run = load_run(args.run)
+    predictor = find_predictor(run.run_dir, run.space, Path(args.predictor) if args.predictor else None)
+    settings = SearchSettings(population=args.population, generations=args.generations, seed=args.seed)
+    chosen, _ = search_run(run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty())
+    print(format_subnets(chosen))
+    print(f"written: {run.run_dir / 'search' / 'pareto.json'}, pareto.csv, pareto.png")
+
+
+def _command_query(args: argparse.Namespace) -> None:
+    from ofa.deploy import query_run
+
+    answer = query_run(Path(args.run), args.flops, Path(args.predictor) if args.predictor else None)
+    print(format_subnets([answer]))
+    print(json.dumps(answer.arch.to_dict()))
+
+
+def format_subnets(subnets: Sequence) -> str:
+    """A table of chosen subnets: budget, arch, MMACs, params, predicted / val / test accuracy."""
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    lines = [f"{'budget':>8} {'MMACs':>7} {'params':>8} {'pred':>6} {'val':>6} {'test':>6}  arch"]
+    for subnet in subnets:
+        lines.append(
+            f"{subnet.budget:>7.2f}M {subnet.mmacs:>7.3f} {subnet.params / 1e3:>7.1f}K "
+            f"{percent(subnet.predicted_acc):>6} {percent(subnet.val_acc):>6} {percent(subnet.test_acc):>6}  "
+            f"{subnet.arch.short()}"
+        )
+    return "\n".join(lines)
+
+
+def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("search", help="Pareto-optimal subnets of a run for FLOPs budgets")
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--budgets", required=True, help="comma-separated MMAC budgets, e.g. 2M,4M,8M")
+    parser.add_argument("--predictor", help="fitted predictor file (default: the run's own)")
+    parser.add_argument("--population", type=int, default=100)
+    parser.add_argument("--generations", type=int, default=30)
+    parser.add_argument("--finalists", type=int, default=3, help="candidates per budget evaluated for real")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_command_search)
+
+    parser = commands.add_parser("query", help="the best subnet of a run within one FLOPs budget")
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--flops", required=True, help="budget, e.g. 5M")
+    parser.add_argument("--predictor", help="fitted predictor file (default: the run's own)")
+    parser.set_defaults(handler=_command_query)
+
+    parser = commands.add_parser("train", help="train a supernet (sandwich rule + attentive sampling)")
+    parser.add_argument("config", help="training config YAML (configs/train/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=0.05")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    parser.set_defaults(handler=_command_train)
+
+    parser = commands.add_parser("evaluate", help="measure archs spread over the FLOPs range into a CSV")
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--num-archs", type=int, default=200, help="distinct archs to measure (default 200)")
+    parser.add_argument("--out", help="CSV path (default RUN/archs.csv); an existing file is continued")
+    parser.add_argument("--seed", type=int, default=0, help="which archs are drawn")
+    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    parser.set_defaults(handler=_command_evaluate)
+
+    parser = commands.add_parser("export", help="write a standalone subnet (arch.json + model.safetensors)")
+    parser.add_argument("run", help="run directory")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="arch file (JSON or YAML)")
+    which.add_argument("--flops", help="the best subnet within this budget, e.g. 5M")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--force", action="store_true", help="replace an existing export")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (checked with onnxruntime)")
+    parser.set_defaults(handler=_command_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ofa`` command."""
     parser = argparse.ArgumentParser(prog="ofa", description="Once-for-all supernets with attentive sampling.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_space_commands(commands)
+    _add_pipeline_commands(commands)
+    add_predictor_commands(commands)
     return parser
 
 
@@ -65,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"ofa {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:  # the last good checkpoint is kept: no traceback, exit 1
+        print(f"ofa {args.command}: failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ofa {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -277,6 +277,7 @@ class SplitDataset(Dataset):
         self.transform = transform
         self.augment = augment
         self.seed = seed
+        self.epoch = 0
         self._generators: dict[int, torch.Generator] = {}
 
     def __len__(self) -> int:
@@ -294,11 +295,17 @@ class SplitDataset(Dataset):
         """The same split seen as evaluation sees it (deterministic)."""
         return SplitDataset(self.base, self.indices, self.labels, self.transform, augment=False, seed=self.seed)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Restart the augmentation stream for ``epoch``, so a resumed run augments exactly as a straight one."""
+        self.epoch = epoch
+        self._generators = {}
+
     def _generator(self) -> torch.Generator:
         worker = get_worker_info()
         key = -1 if worker is None else worker.id
         if key not in self._generators:
-            seed = self.seed if worker is None else (worker.seed * 1_000_003 + self.seed) % 2**63
+            base = self.seed * 1_000_003 + self.epoch
+            seed = base if worker is None else (worker.seed * 1_000_003 + base) % 2**63
             self._generators[key] = torch.Generator().manual_seed(seed)
         return self._generators[key]
 

@@ -9,6 +9,8 @@ equivalent :class:`~ofa.static.StaticNet` with the sliced weights and BN statist
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,18 +111,28 @@ class DynamicInvertedResidual(nn.Module):
         self.active_out_channels = max_out
         self.active_kernel_size = max(kernel_choices)
         self.active_expand_ratio = max(expand_choices)
+        # (in, out, expand) -> (mid channels, SE channels, shortcut kind), worked out once per choice
+        self._shapes: dict[tuple, tuple[int, int, str]] = {}
+
+    def _shape_plan(self, in_channels: int, out_channels: int, expand_ratio: float) -> tuple[int, int, str]:
+        mid = mid_channels(in_channels, expand_ratio)
+        kind = shortcut_kind(self.shortcut_policy, in_channels, out_channels, self.stride)
+        return mid, se_channels(mid), kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_channels, out_channels = x.size(1), self.active_out_channels
-        mid = mid_channels(in_channels, self.active_expand_ratio)
+        out_channels, expand_ratio = self.active_out_channels, self.active_expand_ratio
+        key = (x.size(1), out_channels, expand_ratio)
+        shapes = self._shapes.get(key)
+        if shapes is None:
+            shapes = self._shapes[key] = self._shape_plan(*key)
+        mid, squeeze, kind = shapes
         out = x
-        if self.active_expand_ratio != 1:
+        if expand_ratio != 1:
             out = self.act1(self.bn1(self.conv_pw(out, mid)))
         out = self.act2(self.bn2(self.conv_dw(out, kernel_size=self.active_kernel_size)))
         if self.se is not None:
-            out = self.se(out, se_channels(mid))
+            out = self.se(out, squeeze)
         out = self.bn3(self.conv_pwl(out, out_channels))
-        kind = shortcut_kind(self.shortcut_policy, in_channels, out_channels, self.stride)
         if kind == "identity":
             out = out + x
         elif kind == "projected":
@@ -152,9 +164,13 @@ class DynamicHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = DynamicLinear(max_width, num_classes)
         self.active_width = max_width
+        self._mid: dict[int, int] = {}  # input channels -> mid channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mid = make_divisible(round(x.size(1) * self.expand_ratio), 8)
+        in_channels = x.size(1)
+        mid = self._mid.get(in_channels)
+        if mid is None:
+            mid = self._mid[in_channels] = make_divisible(round(in_channels * self.expand_ratio), 8)
         x = self.act1(self.bn(self.conv(x, mid)))
         x = x.mean((2, 3), keepdim=True)
         x = self.act2(self.conv_final(x, self.active_width))
@@ -235,7 +251,7 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, stem, H/2, W/2)
         for blocks, depth in zip(self.stages, self.active_depth):
-            for block in blocks[:depth]:
+            for block in islice(blocks, depth):
                 x = block(x)
         return self.head(x)  # (B, classes)
 

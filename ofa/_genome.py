@@ -1,0 +1,358 @@
+"""Archs as rows of choice indices: vectorised sampling, mutation, crossover, MAC counting and budget repair.
+
+The fast path of ``ofa.search``. A *genome* row holds, for one arch of a space, the index of every
+choice: resolution, widths (stem, stages, head), depths, then the kernel size and expand ratio of every
+block slot (one slot per stage in a ``per_stage`` space). Slots of inactive blocks hold 0, so rows and
+archs correspond one to one. The operators draw from the same distributions as ``SearchSpace.sample``,
+``mutate`` and ``crossover`` (the evolutionary operators of once-for-all, Cai et al., ICLR 2020), on a
+whole batch at once with a ``numpy.random.Generator``.
+
+MACs come from tables of per-block, stem and head terms built once per space with
+``ofa.flops.layout_macs`` over ``ofa.layout.network_layout`` (the project's single MAC formula); a MAC
+count is then a few table look-ups per row. The count is exact, since a block's MACs depend only on
+the resolution, its input and output widths, its kernel size and its expand ratio (tests compare it
+with ``ofa.flops.count_macs_many``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ofa.flops import layout_macs
+from ofa.layout import network_layout
+from ofa.space import Arch, SearchSpace, StageSpec
+
+__all__ = ["Genome"]
+
+MACS_PER_MMAC = 1e6
+
+
+def _radix(sizes: np.ndarray) -> np.ndarray:
+    """Place values of a mixed-radix number whose first digit is the least significant."""
+    return np.concatenate(([1], np.cumprod(sizes[:-1]))).astype(np.int64)
+
+
+def _digits(code: int, sizes: Sequence[int], choices: Sequence[tuple]) -> tuple:
+    """The choices a mixed-radix code stands for (first digit least significant)."""
+    values = []
+    for size, options in zip(sizes, choices):
+        code, digit = divmod(code, int(size))
+        values.append(options[digit])
+    return tuple(values)
+
+
+class _LazyTuples(dict):
+    """code -> tuple, each made on first use."""
+
+    def __init__(self, make: Callable[[int], tuple]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, code: int) -> tuple:
+        value = self[code] = self._make(code)
+        return value
+
+
+class Genome:
+    """The index-row encoding of a space's archs, its operators, and an exact MAC counter."""
+
+    def __init__(self, space: SearchSpace, num_classes: int) -> None:
+        self.space = space
+        self.num_classes = num_classes
+        stages = space.stages
+        n_stages = len(stages)
+        self.slots = max(max(stage.depth) for stage in stages) if space.granularity == "per_block" else 1
+        self.width_columns = np.arange(1, n_stages + 3)
+        self.depth_columns = np.arange(n_stages + 3, 2 * n_stages + 3)
+        kernel_start = 2 * n_stages + 3
+        expand_start = kernel_start + n_stages * self.slots
+        self.kernel_columns = np.arange(kernel_start, expand_start).reshape(n_stages, self.slots)
+        self.expand_columns = np.arange(expand_start, expand_start + n_stages * self.slots).reshape(
+            n_stages, self.slots
+        )
+        self.choices: list[tuple] = [space.resolution, *space.width_choices, *(stage.depth for stage in stages)]
+        self.choices += [stage.kernel_size for stage in stages for _ in range(self.slots)]
+        self.choices += [stage.expand_ratio for stage in stages for _ in range(self.slots)]
+        self.columns = len(self.choices)
+        self.sizes = np.array([len(choices) for choices in self.choices], dtype=np.int64)
+        self._index = [{value: index for index, value in enumerate(choices)} for choices in self.choices]
+        self._depth_table = np.zeros((n_stages, max(len(stage.depth) for stage in stages)), dtype=np.int64)
+        for s, stage in enumerate(stages):
+            self._depth_table[s, : len(stage.depth)] = stage.depth
+        self._stage_range = np.arange(n_stages)
+        # per_block slots: the stage and block index of every kernel/expand column (for activity)
+        slot_stage = np.repeat(np.arange(n_stages), self.slots)
+        slot_block = np.tile(np.arange(self.slots), n_stages)
+        self._slot_columns = np.concatenate([self.kernel_columns.ravel(), self.expand_columns.ravel()])
+        self._slots = slice(kernel_start, self.columns)  # the slot columns are the last ones, in order
+        self._slot_stage = np.concatenate([slot_stage, slot_stage])
+        self._slot_block = np.concatenate([slot_block, slot_block])
+        self._build_decoding()
+        self._build_mac_tables()
+
+    # --- encoding ------------------------------------------------------------------------------------
+
+    def encode(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Rows of ``archs`` (validated against the space)."""
+        rows = np.zeros((len(archs), self.columns), dtype=np.int64)
+        for row, arch in enumerate(archs):
+            self.space.validate(arch)
+            values = [arch.resolution, *arch.width, *arch.depth]
+            for name in ("kernel_size", "expand_ratio"):
+                for stage_values in getattr(arch, name):
+                    if self.slots == 1:
+                        values.append(stage_values[0])
+                    else:
+                        values.extend(stage_values)
+                        values.extend([None] * (self.slots - len(stage_values)))
+            rows[row] = [0 if value is None else index[value] for value, index in zip(values, self._index)]
+        return rows
+
+    def decode(self, rows: np.ndarray) -> list[Arch]:
+        """Archs of canonical rows."""
+        codes = (rows @ self._code_weights).tolist()
+        resolutions, widths, depths = self.space.resolution, self._width_tuples, self._depth_tuples
+        kernels, expands = self._kernel_tuples, self._expand_tuples
+        middle = 3 + len(self.space.stages)
+        lookup = dict.__getitem__  # falls back to _LazyTuples.__missing__
+        return [
+            Arch(
+                resolutions[code[0]],
+                widths[code[1]],
+                depths[code[2]],
+                tuple(map(lookup, kernels, code[3:middle])),
+                tuple(map(lookup, expands, code[middle:])),
+            )
+            for code in codes
+        ]
+
+    def _build_decoding(self) -> None:
+        """Weights turning a row into codes (resolution, widths, depths, per stage kernels and expands) and
+        lazily filled tables from codes to the tuples of an Arch."""
+        stages, n_stages = self.space.stages, len(self.space.stages)
+        weights = np.zeros((self.columns, 3 + 2 * n_stages), dtype=np.int64)
+        weights[0, 0] = 1
+        weights[self.width_columns, 1] = _radix(self.sizes[self.width_columns])
+        weights[self.depth_columns, 2] = _radix(self.sizes[self.depth_columns])
+        kernel_tables, expand_tables = [], []
+        for s, stage in enumerate(stages):
+            for offset, columns, name, tables in (
+                (3, self.kernel_columns[s], "kernel_size", kernel_tables),
+                (3 + n_stages, self.expand_columns[s], "expand_ratio", expand_tables),
+            ):
+                choices = getattr(stage, name)
+                radix = _radix(np.full(len(columns), len(choices)))
+                weights[columns, offset + s] = radix
+                weights[self.depth_columns[s], offset + s] = len(choices) ** len(columns)
+                tables.append(_LazyTuples(self._stage_tuple_maker(stage, choices, len(columns))))
+        self._code_weights = weights
+        width_sizes = self.sizes[self.width_columns]
+        self._width_tuples = _LazyTuples(lambda code: _digits(code, width_sizes, self.space.width_choices))
+        depth_sizes = self.sizes[self.depth_columns]
+        depth_choices = [stage.depth for stage in stages]
+        self._depth_tuples = _LazyTuples(lambda code: _digits(code, depth_sizes, depth_choices))
+        self._kernel_tuples, self._expand_tuples = kernel_tables, expand_tables
+
+    def _stage_tuple_maker(self, stage: StageSpec, choices: tuple, slots: int) -> Callable[[int], tuple]:
+        def make(code: int) -> tuple:
+            depth_index, genes = divmod(code, len(choices) ** slots)
+            depth = stage.depth[depth_index]
+            values = _digits(genes, [len(choices)] * slots, [choices] * slots)
+            return values[:depth] if slots > 1 else values * depth
+
+        return make
+
+    @staticmethod
+    def keys(rows: np.ndarray) -> list[bytes]:
+        """One hashable key per row (equal rows, equal keys)."""
+        compact = np.ascontiguousarray(rows, dtype=np.int16)
+        return [row.tobytes() for row in compact]
+
+    # --- activity and canonical form -----------------------------------------------------------------
+
+    def depths(self, rows: np.ndarray) -> np.ndarray:
+        """Active blocks per stage, shape (rows, stages)."""
+        return self._depth_table[self._stage_range, rows[:, self.depth_columns]]
+
+    def _slot_activity(self, rows: np.ndarray) -> np.ndarray:
+        return self.depths(rows)[:, self._slot_stage] > self._slot_block
+
+    def canonical(self, rows: np.ndarray) -> np.ndarray:
+        """Rows with the slots of inactive blocks set to 0 (in place; returned)."""
+        if self.slots > 1:
+            rows[:, self._slots] *= self._slot_activity(rows)
+        return rows
+
+    # --- operators -----------------------------------------------------------------------------------
+
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``count`` rows drawn like ``SearchSpace.sample``: every choice uniform."""
+        return self.canonical((rng.random((count, self.columns)) * self.sizes).astype(np.int64))
+
+    def mutate(
+        self,
+        parents: np.ndarray,
+        rng: np.random.Generator,
+        prob: float,
+        resolution_prob: float,
+        which: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Children drawn like ``SearchSpace.mutate``: each choice resampled with ``prob`` (resolution with
+        ``resolution_prob``); blocks that become active get uniform choices. Only the rows where ``which``
+        (a boolean per row) is true are mutated; the others are copied."""
+        probs = np.full(self.columns, prob)
+        probs[0] = resolution_prob
+        if which is not None:
+            probs = probs * which[:, None]
+        children = parents.copy()
+        rows, columns = np.nonzero(rng.random(parents.shape, dtype=np.float32) < probs)
+        children[rows, columns] = (rng.random(rows.size) * self.sizes[columns]).astype(np.int64)
+        if self.slots > 1:
+            woken = self._slot_activity(children) & ~self._slot_activity(parents)
+            rows, slots = np.nonzero(woken)
+            columns = self._slot_columns[slots]
+            children[rows, columns] = (rng.random(rows.size) * self.sizes[columns]).astype(np.int64)
+        return self.canonical(children)
+
+    def crossover(self, first: np.ndarray, second: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Children drawn like ``SearchSpace.crossover``: each choice from either parent; a block's choices
+        from a parent in which the block is active."""
+        take_first = rng.integers(0, 2, size=first.shape, dtype=np.bool_)
+        if self.slots > 1:  # a block's choices come from a parent where it is active
+            slots = self._slots
+            take_first[:, slots] &= self._slot_activity(first)
+            take_first[:, slots] |= ~self._slot_activity(second)
+        return self.canonical(np.where(take_first, first, second))
+
+    # --- MACs ----------------------------------------------------------------------------------------
+
+    def _build_mac_tables(self) -> None:
+        space, stages = self.space, self.space.stages
+        n_stages, max_depth = len(stages), max(max(stage.depth) for stage in stages)
+        smallest = space.min_arch()
+        # stem + head, indexed by (resolution, stem width, last stage width, head width)
+        base_shape = (len(space.resolution), len(space.stem.width), len(stages[-1].width), len(space.head.width))
+        base = np.zeros(base_shape, dtype=np.int64)
+        for index in itertools.product(*(range(size) for size in base_shape)):
+            width = list(smallest.width)
+            width[0], width[-2], width[-1] = (
+                space.stem.width[index[1]],
+                stages[-1].width[index[2]],
+                space.head.width[index[3]],
+            )
+            arch = dataclasses.replace(smallest, resolution=space.resolution[index[0]], width=tuple(width))
+            layout = network_layout(space, arch, self.num_classes)
+            base[index] = layout_macs(dataclasses.replace(layout, blocks=()))
+        self._base = base
+        # block (stage s, slot b): indexed by (resolution, input width, output width, kernel, expand)
+        tables, shapes = [], []
+        for s, stage in enumerate(stages):
+            input_widths = space.width_choices[s]
+            shape = (
+                len(space.resolution),
+                len(input_widths),
+                len(stage.width),
+                len(stage.kernel_size),
+                len(stage.expand_ratio),
+            )
+            table = np.zeros((max_depth, *shape), dtype=np.int64)
+            for index in itertools.product(*(range(size) for size in shape)):
+                width = list(smallest.width)
+                width[s], width[s + 1] = input_widths[index[1]], stage.width[index[2]]
+                depth = list(smallest.depth)
+                depth[s] = max(stage.depth)
+                kernels, expands = list(smallest.kernel_size), list(smallest.expand_ratio)
+                kernels[s] = (stage.kernel_size[index[3]],) * depth[s]
+                expands[s] = (stage.expand_ratio[index[4]],) * depth[s]
+                arch = Arch(space.resolution[index[0]], tuple(width), tuple(depth), tuple(kernels), tuple(expands))
+                layout = network_layout(space, arch, self.num_classes)
+                empty = layout_macs(dataclasses.replace(layout, blocks=()))
+                for block in layout.blocks:
+                    if block.stage == s:
+                        table[(block.index, *index)] = layout_macs(dataclasses.replace(layout, blocks=(block,))) - empty
+            tables.append(table)
+            shapes.append(shape)
+        # one flat table; per (stage, block) position an offset and the strides of its five indices
+        offsets, strides, flat, start = [], [], [], 0
+        positions = [(s, b) for s in range(n_stages) for b in range(max(stages[s].depth))]
+        for s, b in positions:
+            part = tables[s][b].ravel()
+            shape = shapes[s]
+            offsets.append(start)
+            strides.append([int(np.prod(shape[i + 1 :])) for i in range(5)])
+            flat.append(part)
+            start += part.size
+        self._flat = np.concatenate(flat)
+        self._offsets = np.array(offsets, dtype=np.int64)
+        self._strides = np.array(strides, dtype=np.int64).T  # (5, positions)
+        self._position_stage = np.array([s for s, _ in positions], dtype=np.int64)
+        self._position_block = np.array([b for _, b in positions], dtype=np.int64)
+        slot = self._position_block if self.slots > 1 else np.zeros_like(self._position_block)
+        self._position_kernel = self.kernel_columns[self._position_stage, slot]
+        self._position_expand = self.expand_columns[self._position_stage, slot]
+        self._position_input = self.width_columns[self._position_stage]
+        self._position_output = self.width_columns[self._position_stage + 1]
+
+    def macs(self, rows: np.ndarray) -> np.ndarray:
+        """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""
+        resolution = rows[:, :1]
+        width = rows[:, self.width_columns]
+        total = self._base[resolution[:, 0], width[:, 0], width[:, -2], width[:, -1]]
+        index = (
+            self._offsets
+            + resolution * self._strides[0]
+            + rows[:, self._position_input] * self._strides[1]
+            + rows[:, self._position_output] * self._strides[2]
+            + rows[:, self._position_kernel] * self._strides[3]
+            + rows[:, self._position_expand]
+        )
+        active = self.depths(rows)[:, self._position_stage] > self._position_block
+        return total + (self._flat[index] * active).sum(axis=1)
+
+    def mmacs(self, rows: np.ndarray) -> np.ndarray:
+        """MMACs of canonical rows (float64)."""
+        return self.macs(rows) / MACS_PER_MMAC
+
+    # --- repair --------------------------------------------------------------------------------------
+
+    def _shrunk(self, start: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        cycles, within = np.divmod(steps, self.columns)
+        decrement = cycles[:, None] + (np.arange(self.columns) < within[:, None])
+        return self.canonical(np.maximum(start - decrement, 0))
+
+    def shrink(self, rows: np.ndarray, budget_mmacs: float, tolerance: float = 1e-9) -> np.ndarray:
+        """Each row if within the budget, else a smaller row within it (deterministic).
+
+        The repair path of a row makes every choice one step smaller per round, column by column
+        (resolution, widths, depths, kernel sizes, expand ratios), and ends at the smallest subnet after
+        ``max index x columns`` steps. The position is found by doubling the steps until a probe fits,
+        then bisecting; all rows are probed together, about ``2 log2(path length)`` rounds. Only probed
+        rows within the budget (or the path's end, the smallest subnet) are returned.
+        """
+        result = rows.copy()
+        over = np.flatnonzero(self.mmacs(rows) > budget_mmacs + tolerance)
+        if over.size == 0:
+            return result
+        start = rows[over]
+        length = start.max(axis=1) * self.columns
+        low = np.zeros(over.size, dtype=np.int64)  # known over the budget
+        high = np.full(over.size, -1, dtype=np.int64)  # known within it (-1: none yet)
+        best = start.copy()
+        while True:
+            doubling = high < 0
+            query = np.where(doubling, np.minimum(np.maximum(1, 2 * low), length), (low + high) // 2)
+            ask = doubling | (high - low > 1)
+            if not ask.any():
+                break
+            probes = self._shrunk(start[ask], query[ask])
+            fits = (self.mmacs(probes) <= budget_mmacs + tolerance) | (query[ask] >= length[ask])
+            asked = np.flatnonzero(ask)
+            high[asked[fits]] = query[asked[fits]]
+            best[asked[fits]] = probes[fits]
+            low[asked[~fits]] = query[asked[~fits]]
+        result[over] = best
+        return result

@@ -1,0 +1,89 @@
+"""Predictor-guided training: a uniform sandwich warm-up, then BestUp/WorstUp scored by a tree predictor.
+
+After ``guide.warmup_epochs`` epochs a set of archs spread over the FLOPs range is evaluated inside the
+supernet (BN recalibrated, val accuracy), the predictor is fitted on them, and attentive sampling uses
+its predictions; every ``refit_every`` epochs fresh archs are evaluated and the predictor is refitted on
+all data so far. Each fitted predictor and the arch data behind it stay in ``RUN/predictor/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ofa.archdata import measure_to_csv, spread_archs
+from ofa.space import Arch, SearchSpace
+from ofa.supernet import Supernet
+from ofa.train_config import TrainConfig
+from predictors.models import Predictor, create_predictor, load_predictor
+
+__all__ = ["PredictorGuide"]
+
+
+class PredictorGuide:
+    """Fits and refits the accuracy predictor that scores attentive candidates during training."""
+
+    def __init__(self, config: TrainConfig, space: SearchSpace, run_dir: Path) -> None:
+        self.config = config
+        self.space = space
+        self.folder = run_dir / "predictor"
+        self.data_path = self.folder / "archs.csv"
+        self.predictor: Predictor | None = None
+        self.fit_epochs: list[int] = []
+        create_predictor(config.guide.model, space)  # an unknown model name fails before training
+
+    @property
+    def ready(self) -> bool:
+        """Whether a fitted predictor is available."""
+        return self.predictor is not None
+
+    def scorer(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Predicted accuracy (higher is better)."""
+        return self.predictor.predict(archs)
+
+    def _due(self, epoch: int) -> bool:
+        guide = self.config.guide
+        if epoch < guide.warmup_epochs or epoch in self.fit_epochs:
+            return False
+        if not self.fit_epochs:
+            return True
+        return guide.refit_every > 0 and (epoch - guide.warmup_epochs) % guide.refit_every == 0
+
+    def maybe_refit(
+        self,
+        epoch: int,
+        supernet: Supernet,
+        calibration_images: Sequence[torch.Tensor],
+        val_batches: Iterable,
+        test_batches: Iterable,
+    ) -> bool:
+        """Evaluate fresh archs and refit when ``epoch`` is due; returns whether it refitted."""
+        if not self._due(epoch):
+            return False
+        # the guide draws from its own seeded stream, so the training randomness is unchanged
+        seed = self.config.seed * 1000 + epoch
+        archs = spread_archs(self.space, self.config.guide.num_archs, supernet.num_classes, seed)
+        records = measure_to_csv(self.data_path, supernet, archs, calibration_images, val_batches, test_batches, seed)
+        predictor = create_predictor(self.config.guide.model, self.space, seed=self.config.seed)
+        predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))
+        predictor.save(self.folder / f"predictor_epoch{epoch:03d}.json")
+        predictor.save(self.folder / "predictor.json")
+        supernet.train()
+        self.predictor = predictor
+        self.fit_epochs.append(epoch)
+        return True
+
+    def state(self) -> dict:
+        """What a checkpoint keeps to resume the guide."""
+        return {"fit_epochs": list(self.fit_epochs)}
+
+    def load_state(self, state: dict | None) -> None:
+        """Restore from a checkpoint (the predictor is re-read from the run directory)."""
+        if not state or not state["fit_epochs"]:
+            return
+        self.fit_epochs = list(state["fit_epochs"])
+        last = self.fit_epochs[-1]
+        self.predictor = load_predictor(self.folder / f"predictor_epoch{last:03d}.json", self.space)

@@ -1,0 +1,82 @@
+"""A trained run directory reopened: its config, space, supernet weights, data and calibration batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ofa.checkpoint import load_checkpoint
+from ofa.config import config_from_dict
+from ofa.data import DataBundle, calibration_batches
+from ofa.evaluate import Evaluation, evaluate_arch
+from ofa.space import Arch, SearchSpace
+from ofa.supernet import Supernet
+from ofa.train_config import TrainConfig
+from ofa.trainer import build_data
+
+__all__ = ["LoadedRun", "load_run"]
+
+
+@dataclass
+class LoadedRun:
+    """Everything the deploy-many commands need from a training run."""
+
+    run_dir: Path
+    config: TrainConfig
+    space: SearchSpace
+    supernet: Supernet
+    data: DataBundle
+    calibration_images: list[torch.Tensor]
+    val_loader: DataLoader
+    test_loader: DataLoader
+
+    @property
+    def num_classes(self) -> int:
+        """Classifier outputs."""
+        return self.supernet.num_classes
+
+    def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
+        """Accuracy of ``arch`` inside the supernet on ``val`` or ``test`` (BN recalibrated first)."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be val or test, got {split!r}")
+        loader = self.val_loader if split == "val" else self.test_loader
+        return evaluate_arch(self.supernet, arch, self.calibration_images, loader)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
+    """Reopen ``run_dir`` from its ``best`` or ``latest`` checkpoint (a clear error if there is none)."""
+    run_dir = Path(run_dir)
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be best or latest, got {checkpoint!r}")
+    if not run_dir.is_dir():
+        raise ValueError(f"run directory not found: {run_dir}")
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise ValueError(f"run directory {run_dir} has no checkpoint ({path} is missing): train it first")
+    state = load_checkpoint(path)
+    config = config_from_dict(TrainConfig, state["config"])
+    space = SearchSpace.from_dict(state["space"], source=f"checkpoint {path.name} space")
+    data = build_data(config, space)
+    if data.num_classes != state["num_classes"]:
+        raise ValueError(f"{path} has {state['num_classes']} classes but its data set has {data.num_classes}")
+    supernet = Supernet(space, state["num_classes"], config.model.dropout)
+    supernet.load_state_dict(state["model"])
+    supernet.eval()
+    section = config.calibration
+    calibration = [
+        images for images, _ in calibration_batches(data.train, section.num_batches, section.batch_size, section.seed)
+    ]
+    batch = config.data.eval_batch_size
+    return LoadedRun(
+        run_dir=run_dir,
+        config=config,
+        space=space,
+        supernet=supernet,
+        data=data,
+        calibration_images=calibration,
+        val_loader=DataLoader(data.val, batch, shuffle=False),
+        test_loader=DataLoader(data.test, batch, shuffle=False),
+    )

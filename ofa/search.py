@@ -1,0 +1,594 @@
+"""Search for subnets under MAC budgets: evolution, random search, and the front over several budgets.
+
+The evolutionary search follows once-for-all (Cai et al., ICLR 2020): a population of archs within the
+budget, the top share kept as parents (or the first non-dominated fronts of cost and score), children
+made by mutation and by crossover, an accuracy predictor as the fast objective. What keeps it fast and
+safe: archs are handled as rows of choice indices (``ofa._genome``) so a generation is drawn, counted
+(exact MACs from tables built with ``ofa.flops``) and checked in a few numpy calls; the objective is
+called once per generation, on the new archs only; objective values are cached per arch and no arch is
+evaluated twice; a child over the budget is redrawn a bounded number of times, in batches, and then
+shrunk deterministically into the budget, so no loop can run forever. Random search draws uniformly
+within the budget and returns the same result type, to compare both at equal numbers of evaluations.
+
+Costs are MMACs (10^6 multiply-accumulates, see ``ofa.flops``); scores are "higher is better". Budget
+parsing lives in ``ofa.budget`` and fronts in ``ofa.pareto``; both are re-exported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ofa._genome import Genome
+from ofa.budget import (
+    BUDGET_FORMS,
+    MACS_PER_MMAC,
+    TOLERANCE,
+    check_budget,
+    parse_budget,
+    parse_budgets,
+    smallest_mmacs,
+)
+from ofa.flops import count_macs_many
+from ofa.pareto import hypervolume, nondominated_ranks, pareto_front
+from ofa.space import Arch, SearchSpace
+
+__all__ = [
+    "BUDGET_FORMS",
+    "MultiBudgetResult",
+    "Objective",
+    "SearchResult",
+    "SearchSettings",
+    "combined_front",
+    "evolutionary_search",
+    "hypervolume",
+    "pareto_front",
+    "parse_budget",
+    "parse_budgets",
+    "random_search",
+    "search_budgets",
+    "smallest_mmacs",
+]
+
+Objective = Callable[[Sequence[Arch]], np.ndarray]
+"""Scores a batch of archs (higher is better), e.g. a fitted accuracy predictor's ``predict``."""
+
+STRATEGIES = ("evolution", "random")
+PARENT_SELECTIONS = ("top", "front")
+RANDOM_DRAWS_PER_EVALUATION = 100
+
+
+# ----------------------------------------------------------------------------------------------------
+# settings and results
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _check_fraction(name: str, value: Any, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
+    if not ok:
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ValueError(f"SearchSettings.{name} must be a number in {interval}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Evolutionary search settings (once-for-all used 100, 500, 0.25, 0.1, 0.5, 0.5).
+
+    Attributes:
+        population: archs per generation.
+        generations: generations after the initial population.
+        parent_ratio: share of the population kept as parents.
+        mutation_prob: chance to resample each choice (width, depth, kernel, expand) of a mutated child.
+        resolution_mutation_prob: chance to resample the resolution of a mutated child.
+        mutation_ratio: share of the children made by mutation; the rest by crossover.
+        max_repair_tries: redraws of a child that breaks the budget or repeats an evaluated arch before it
+            is shrunk deterministically into the budget.
+        parent_selection: ``top`` (best scores) or ``front`` (successive non-dominated fronts of cost
+            and score, ties by score).
+        seed: seed of the search's ``numpy.random.Generator`` (budget ``i`` of :func:`search_budgets` uses
+            ``seed + i``).
+    """
+
+    population: int = 100
+    generations: int = 30
+    parent_ratio: float = 0.25
+    mutation_prob: float = 0.1
+    resolution_mutation_prob: float = 0.5
+    mutation_ratio: float = 0.5
+    max_repair_tries: int = 10
+    parent_selection: str = "top"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("SearchSettings.population", self.population, 2, 1_000_000)
+        _check_int("SearchSettings.generations", self.generations, 0, 1_000_000)
+        _check_fraction("parent_ratio", self.parent_ratio, low_open=True, high_open=True)
+        _check_fraction("mutation_prob", self.mutation_prob)
+        _check_fraction("resolution_mutation_prob", self.resolution_mutation_prob)
+        _check_fraction("mutation_ratio", self.mutation_ratio)
+        _check_int("SearchSettings.max_repair_tries", self.max_repair_tries, 0, 1000)
+        if self.parent_selection not in PARENT_SELECTIONS:
+            raise ValueError(
+                f"SearchSettings.parent_selection must be one of {', '.join(PARENT_SELECTIONS)}, "
+                f"got {self.parent_selection!r}"
+            )
+        _check_int("SearchSettings.seed", self.seed, 0, 2**63 - 1)
+
+    @property
+    def num_parents(self) -> int:
+        """Parents kept per generation (at least one, at most population - 1)."""
+        return min(self.population - 1, max(1, round(self.parent_ratio * self.population)))
+
+
+def _point(arch: Arch, cost: float, score: float) -> dict[str, Any]:
+    return {"arch": arch.to_dict(), "mmacs": float(cost), "score": float(score)}
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """The outcome of one search under one budget.
+
+    Attributes:
+        strategy: ``evolution`` or ``random``.
+        budget: the budget in MMACs.
+        best_arch: the highest-scoring arch within the budget (ties: the cheaper, then the first found).
+        best_cost: its MMACs.
+        best_score: its objective value.
+        archs: every distinct arch this search scored, in the order found (all within the budget).
+        costs: their MMACs.
+        scores: their objective values.
+        num_evaluations: ``len(archs)``: distinct archs scored by this search.
+        history: best score after the initial population and after each generation (fewer entries when a
+            generation found no new arch within the budget and the search stopped); random search: after
+            every 100 evaluations and at the end.
+        wall_time: seconds.
+        seed: the seed used.
+    """
+
+    strategy: str
+    budget: float
+    best_arch: Arch
+    best_cost: float
+    best_score: float
+    archs: tuple[Arch, ...]
+    costs: np.ndarray
+    scores: np.ndarray
+    num_evaluations: int
+    history: tuple[float, ...]
+    wall_time: float
+    seed: int
+
+    def front(self) -> np.ndarray:
+        """Indices of the non-dominated evaluated archs, by increasing cost."""
+        return pareto_front(self.costs, self.scores)
+
+    def top(self, count: int) -> np.ndarray:
+        """Indices of the ``count`` best-scoring archs (ties: cheaper first)."""
+        return np.lexsort((self.costs, -self.scores))[:count]
+
+    def to_dict(self, top: int = 10) -> dict[str, Any]:
+        """JSON-ready summary: best arch, the ``top`` best archs, the front of the evaluated archs."""
+        return {
+            "strategy": self.strategy,
+            "budget_mmacs": self.budget,
+            "best": _point(self.best_arch, self.best_cost, self.best_score),
+            "num_evaluations": self.num_evaluations,
+            "history": [float(value) for value in self.history],
+            "wall_time": self.wall_time,
+            "seed": self.seed,
+            "top": [_point(self.archs[i], self.costs[i], self.scores[i]) for i in self.top(top)],
+            "front": [_point(self.archs[i], self.costs[i], self.scores[i]) for i in self.front()],
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class MultiBudgetResult:
+    """Searches under several budgets and the non-dominated front of everything they evaluated.
+
+    Attributes:
+        budgets: MMACs, in the given order.
+        results: one :class:`SearchResult` per budget (``results[i].best_arch`` is the answer for budget i).
+        front_archs: the non-dominated archs over the whole range, by increasing cost.
+        front_costs: their MMACs.
+        front_scores: their objective values.
+        num_evaluations: distinct archs sent to the objective over all budgets.
+        wall_time: seconds.
+    """
+
+    budgets: tuple[float, ...]
+    results: tuple[SearchResult, ...]
+    front_archs: tuple[Arch, ...]
+    front_costs: np.ndarray
+    front_scores: np.ndarray
+    num_evaluations: int
+    wall_time: float
+
+    def hypervolume(self, reference_cost: float, reference_score: float) -> float:
+        """Hypervolume of the front against a reference point (see :func:`ofa.pareto.hypervolume`)."""
+        return hypervolume(self.front_costs, self.front_scores, reference_cost, reference_score)
+
+    def to_dict(self, top: int = 10) -> dict[str, Any]:
+        """JSON-ready summary: per budget the search summary, and the front over the range."""
+        return {
+            "budgets_mmacs": list(self.budgets),
+            "num_evaluations": self.num_evaluations,
+            "wall_time": self.wall_time,
+            "results": [result.to_dict(top) for result in self.results],
+            "front": [
+                _point(arch, cost, score)
+                for arch, cost, score in zip(self.front_archs, self.front_costs, self.front_scores)
+            ],
+        }
+
+
+def combined_front(results: Sequence[SearchResult]) -> tuple[tuple[Arch, ...], np.ndarray, np.ndarray]:
+    """The non-dominated archs of all archs evaluated by ``results`` (archs, MMACs, scores; by cost)."""
+    seen: dict[Arch, tuple[float, float]] = {}
+    for result in results:
+        for arch, cost, score in zip(result.archs, result.costs, result.scores):
+            seen.setdefault(arch, (float(cost), float(score)))
+    archs = list(seen)
+    costs = np.array([seen[arch][0] for arch in archs], dtype=np.float64)
+    scores = np.array([seen[arch][1] for arch in archs], dtype=np.float64)
+    front = pareto_front(costs, scores)
+    return tuple(archs[i] for i in front), costs[front], scores[front]
+
+
+# ----------------------------------------------------------------------------------------------------
+# cached objective
+# ----------------------------------------------------------------------------------------------------
+
+
+class _Scorer:
+    """Archs, objective values and MMACs per genome row, computed in batches and cached."""
+
+    def __init__(self, space: SearchSpace, objective: Objective, num_classes: int) -> None:
+        self.genome = Genome(space, num_classes)
+        self.objective = objective
+        self.archs: dict[bytes, Arch] = {}
+        self.scores: dict[bytes, float] = {}
+        self.costs: dict[bytes, float] = {}
+
+    def score(self, keys: list[bytes], rows: np.ndarray, costs: np.ndarray) -> np.ndarray:
+        """Objective values of distinct rows (MMACs ``costs``); one objective call for those not seen before."""
+        missing = [i for i, key in enumerate(keys) if key not in self.scores]
+        if missing:
+            archs = self.genome.decode(rows[missing])
+            values = np.asarray(self.objective(archs), dtype=np.float64).reshape(-1)
+            if values.size != len(archs):
+                raise ValueError(f"the objective returned {values.size} scores for {len(archs)} archs")
+            if not np.isfinite(values).all():
+                raise ValueError("the objective returned NaN or infinite scores")
+            for i, arch, value, cost in zip(missing, archs, values.tolist(), costs[missing].tolist()):
+                self.archs[keys[i]] = arch
+                self.scores[keys[i]] = value
+                self.costs[keys[i]] = cost
+        return np.array([self.scores[key] for key in keys], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# drawing archs within the budget
+# ----------------------------------------------------------------------------------------------------
+
+
+def _draw(
+    genome: Genome,
+    budget: float,
+    make: Callable[[np.ndarray, int], np.ndarray],
+    slots: int,
+    taken: set[bytes],
+    max_tries: int,
+) -> tuple[np.ndarray, list[bytes], np.ndarray]:
+    """Up to ``slots`` new distinct rows within the budget, not in ``taken`` (which they join), their
+    keys and their MMACs.
+
+    ``make(slot_of_each_candidate, attempt)`` draws one candidate row per entry. Every slot gets one
+    candidate; the slots left empty (over the budget or a repeat) get 3 redraws in one batch, and those
+    still empty their other ``max_tries - 3`` redraws in one more batch, each slot keeping its first
+    candidate that fits and is new. A slot still empty then is filled by shrinking its last redraw into
+    the budget (``Genome.shrink``), unless that only repeats a taken arch. Three batches, whatever the
+    budget: no open-ended loop.
+    """
+    accepted_rows, accepted_keys, accepted_costs = [], [], []
+    pending = np.arange(slots)
+    last = np.empty((0, genome.columns), dtype=np.int64)
+    for attempt, copies in ((0, 1), (1, min(3, max_tries)), (2, max_tries - 3)):
+        if copies <= 0 or pending.size == 0:
+            break
+        owners = np.repeat(pending, copies)  # candidates grouped by slot, in draw order
+        candidates = make(owners, attempt)
+        costs = genome.mmacs(candidates)
+        feasible = np.flatnonzero(costs <= budget + TOLERANCE)
+        owner_list = owners.tolist()
+        filled: dict[int, int] = {}
+        for i, key in zip(feasible.tolist(), genome.keys(candidates[feasible])):
+            slot = owner_list[i]
+            if slot not in filled and key not in taken:
+                taken.add(key)
+                accepted_keys.append(key)
+                filled[slot] = i
+        chosen = list(filled.values())
+        accepted_rows.append(candidates[chosen])
+        accepted_costs.append(costs[chosen])
+        empty = np.ones(pending.size, dtype=bool)
+        empty[[i // copies for i in chosen]] = False  # candidate i belongs to pending slot i // copies
+        last = candidates.reshape(pending.size, copies, genome.columns)[empty, -1]
+        pending = pending[empty]
+    if pending.size:
+        repaired = genome.shrink(last, budget)
+        keep = np.zeros(pending.size, dtype=bool)
+        for i, key in enumerate(genome.keys(repaired)):
+            if key not in taken:
+                taken.add(key)
+                accepted_keys.append(key)
+                keep[i] = True
+        accepted_rows.append(repaired[keep])
+        accepted_costs.append(genome.mmacs(repaired[keep]))
+    return np.concatenate(accepted_rows), accepted_keys, np.concatenate(accepted_costs)
+
+
+def _select_parents(scores: np.ndarray, costs: np.ndarray, count: int, selection: str) -> np.ndarray:
+    """Indices of the parents: best scores, or successive non-dominated fronts (ties by score, then cost)."""
+    if selection == "front":
+        order = np.lexsort((costs, -scores, nondominated_ranks(costs, scores)))
+    else:
+        order = np.lexsort((costs, -scores))
+    return order[:count]
+
+
+def _other_parents(count: int, parents: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` pairs of distinct parent indices (the same one when there is a single parent)."""
+    first = rng.integers(0, parents, count)
+    if parents < 2:
+        return first, first
+    return first, (first + rng.integers(1, parents, count)) % parents
+
+
+def _result(
+    strategy: str, scorer: _Scorer, budget: float, keys: list[bytes], history: list[float], start: float, seed: int
+) -> SearchResult:
+    archs = [scorer.archs[key] for key in keys]
+    costs = np.array([scorer.costs[key] for key in keys], dtype=np.float64)
+    scores = np.array([scorer.scores[key] for key in keys], dtype=np.float64)
+    best = int(np.lexsort((costs, -scores))[0])
+    # safety net: the cost tables must agree with ofa.flops on the archs that are reported
+    checked = np.unique(np.concatenate(([best], pareto_front(costs, scores))))
+    counted = count_macs_many(scorer.genome.space, [archs[i] for i in checked], scorer.genome.num_classes)
+    if not np.array_equal(counted / MACS_PER_MMAC, costs[checked]):
+        raise RuntimeError("internal MAC tables disagree with ofa.flops.count_macs_many; please report this bug")
+    return SearchResult(
+        strategy=strategy,
+        budget=budget,
+        best_arch=archs[best],
+        best_cost=float(costs[best]),
+        best_score=float(scores[best]),
+        archs=tuple(archs),
+        costs=costs,
+        scores=scores,
+        num_evaluations=len(archs),
+        history=tuple(history),
+        wall_time=time.perf_counter() - start,
+        seed=seed,
+    )
+
+
+def _evolve(scorer: _Scorer, budget: float, settings: SearchSettings) -> SearchResult:
+    start = time.perf_counter()
+    genome, rng = scorer.genome, np.random.default_rng(settings.seed)
+    mutation_prob, resolution_prob = settings.mutation_prob, settings.resolution_mutation_prob
+    taken: set[bytes] = set()
+
+    def sample(owners: np.ndarray, _attempt: int) -> np.ndarray:
+        return genome.sample(owners.size, rng)
+
+    rows, keys, costs = _draw(genome, budget, sample, settings.population, taken, settings.max_repair_tries)
+    evaluated = list(keys)
+    scores = scorer.score(keys, rows, costs)
+    history = [float(scores.max())]
+    for _ in range(settings.generations):
+        chosen = _select_parents(scores, costs, settings.num_parents, settings.parent_selection)
+        parents = rows[chosen]
+        n_children = settings.population - chosen.size
+        n_mutation = round(n_children * settings.mutation_ratio)
+
+        def child(
+            owners: np.ndarray, attempt: int, parents: np.ndarray = parents, n_mutation: int = n_mutation
+        ) -> np.ndarray:
+            # one crossover and one mutation for the whole batch: a mutation slot crosses a parent with itself
+            mutated = owners < n_mutation
+            first, second = _other_parents(owners.size, len(parents), rng)
+            second = np.where(mutated, first, second)
+            crossed = genome.crossover(parents[first], parents[second], rng)
+            # a redrawn crossover is also mutated: crossing near-identical parents repeats them
+            which = mutated | (attempt > 0)
+            return genome.mutate(crossed, rng, mutation_prob, resolution_prob, which)
+
+        child_rows, child_keys, child_costs = _draw(genome, budget, child, n_children, taken, settings.max_repair_tries)
+        if not child_keys:  # the parents' feasible neighbourhood is exhausted: nothing can change any more
+            break
+        evaluated.extend(child_keys)
+        rows = np.concatenate([parents, child_rows])
+        keys = [keys[i] for i in chosen.tolist()] + child_keys
+        scores = np.concatenate([scores[chosen], scorer.score(child_keys, child_rows, child_costs)])
+        costs = np.concatenate([costs[chosen], child_costs])
+        history.append(max(history[-1], float(scores.max())))
+    return _result("evolution", scorer, budget, evaluated, history, start, settings.seed)
+
+
+def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max_draws: int) -> SearchResult:
+    """Rejection sampling within the budget, at most ``max_draws`` draws; shrunk draws fill what is left."""
+    start = time.perf_counter()
+    genome, rng = scorer.genome, np.random.default_rng(seed)
+    taken: set[bytes] = set()
+    accepted_rows, keys = [], []
+    over = np.empty((0, genome.columns), dtype=np.int64)  # the latest draws over the budget, for repair
+    draws = 0
+    while len(keys) < num_evaluations and draws < max_draws:
+        batch = min(max_draws - draws, max(256, 2 * (num_evaluations - len(keys))))
+        candidates = genome.sample(batch, rng)
+        draws += batch
+        fits = genome.mmacs(candidates) <= budget + TOLERANCE
+        over = np.concatenate([over, candidates[~fits]])[-4 * num_evaluations :]
+        feasible = candidates[fits]
+        keep = np.zeros(len(feasible), dtype=bool)
+        for i, key in enumerate(genome.keys(feasible)):
+            if len(keys) < num_evaluations and key not in taken:
+                taken.add(key)
+                keys.append(key)
+                keep[i] = True
+        accepted_rows.append(feasible[keep])
+    if len(keys) < num_evaluations and len(over):
+        repaired = genome.shrink(over, budget)
+        keep = np.zeros(len(repaired), dtype=bool)
+        for i, key in enumerate(genome.keys(repaired)):
+            if len(keys) < num_evaluations and key not in taken:
+                taken.add(key)
+                keys.append(key)
+                keep[i] = True
+        accepted_rows.append(repaired[keep])
+    rows = np.concatenate(accepted_rows)
+    scores = scorer.score(keys, rows, genome.mmacs(rows))
+    running = np.maximum.accumulate(scores)
+    marks = [*range(99, len(scores) - 1, 100), len(scores) - 1]
+    return _result("random", scorer, budget, keys, running[marks].tolist(), start, seed)
+
+
+# ----------------------------------------------------------------------------------------------------
+# public searches
+# ----------------------------------------------------------------------------------------------------
+
+
+def _checked_inputs(
+    space: SearchSpace, objective: Objective, budgets: Sequence[float | str], num_classes: int
+) -> list[float]:
+    """The budgets in MMACs, after checking every input (nothing runs before this passes)."""
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"space: expected a SearchSpace (see ofa.space.load_space), got {type(space).__name__}")
+    if not callable(objective):
+        raise ValueError(f"objective must be callable (archs -> scores), got {type(objective).__name__}")
+    _check_int("num_classes", num_classes, 1, 10**9)
+    return [check_budget(space, budget, num_classes) for budget in budgets]
+
+
+def _settings(settings: SearchSettings | None) -> SearchSettings:
+    if settings is None:
+        return SearchSettings()
+    if not isinstance(settings, SearchSettings):
+        raise ValueError(f"settings: expected SearchSettings or None, got {type(settings).__name__}")
+    return settings
+
+
+def evolutionary_search(
+    space: SearchSpace,
+    objective: Objective,
+    budget_mmacs: float | str,
+    settings: SearchSettings | None = None,
+    num_classes: int = 10,
+) -> SearchResult:
+    """The best arch within ``budget_mmacs`` found by evolution (see the module docstring).
+
+    Args:
+        space: the search space.
+        objective: archs -> scores (higher is better), called once per generation on the new archs.
+        budget_mmacs: the MAC budget in MMACs (or a string such as ``"5M"``).
+        settings: population, generations, ...; default :class:`SearchSettings`.
+        num_classes: classifier outputs counted in the MACs.
+
+    Raises:
+        ValueError: for a malformed budget, or one below the smallest subnet's MMACs (named).
+    """
+    settings = _settings(settings)
+    (budget,) = _checked_inputs(space, objective, [budget_mmacs], num_classes)
+    return _evolve(_Scorer(space, objective, num_classes), budget, settings)
+
+
+def random_search(
+    space: SearchSpace,
+    objective: Objective,
+    budget_mmacs: float | str,
+    num_evaluations: int,
+    seed: int = 0,
+    num_classes: int = 10,
+    max_draws: int | None = None,
+) -> SearchResult:
+    """The best of ``num_evaluations`` distinct archs drawn uniformly within the budget (one objective call).
+
+    Archs are drawn like ``space.sample`` (every choice uniform; a ``numpy`` generator seeded with
+    ``seed``) and those over the budget rejected, for at most ``max_draws`` draws (default
+    ``RANDOM_DRAWS_PER_EVALUATION`` x ``num_evaluations``); if that leaves slots empty, draws over the
+    budget are shrunk into it. In a space with fewer feasible archs than asked, fewer are evaluated.
+    """
+    _check_int("num_evaluations", num_evaluations, 1, 10**9)
+    _check_int("seed", seed, 0, 2**63 - 1)
+    max_draws = RANDOM_DRAWS_PER_EVALUATION * num_evaluations if max_draws is None else max_draws
+    _check_int("max_draws", max_draws, 1, 10**12)
+    (budget,) = _checked_inputs(space, objective, [budget_mmacs], num_classes)
+    return _random(_Scorer(space, objective, num_classes), budget, num_evaluations, seed, max_draws)
+
+
+def search_budgets(
+    space: SearchSpace,
+    objective: Objective,
+    budgets: Sequence[float | str],
+    settings: SearchSettings | None = None,
+    num_classes: int = 10,
+    strategy: str = "evolution",
+    evaluations_per_budget: int | None = None,
+) -> MultiBudgetResult:
+    """One search per budget (objective values shared between them) and the front over the whole range.
+
+    Every budget is checked before any search runs. Budget ``i`` uses seed ``settings.seed + i``.
+
+    Args:
+        space: the search space.
+        objective: archs -> scores (higher is better).
+        budgets: MMACs (or strings such as ``"5M"``).
+        settings: evolution settings; random search uses only ``seed``.
+        num_classes: classifier outputs counted in the MACs.
+        strategy: ``evolution`` or ``random``.
+        evaluations_per_budget: random search only: archs per budget (default population x
+            (generations + 1), the most evolution can evaluate).
+    """
+    settings = _settings(settings)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "evolution" and evaluations_per_budget is not None:
+        raise ValueError("evaluations_per_budget applies to strategy 'random' only; evolution uses settings")
+    if evaluations_per_budget is None:
+        evaluations_per_budget = settings.population * (settings.generations + 1)
+    _check_int("evaluations_per_budget", evaluations_per_budget, 1, 10**9)
+    if isinstance(budgets, str) or not budgets:
+        raise ValueError(f"budgets: expected a non-empty list of budgets, each {BUDGET_FORMS}; got {budgets!r}")
+    start = time.perf_counter()
+    checked = _checked_inputs(space, objective, budgets, num_classes)
+    scorer = _Scorer(space, objective, num_classes)
+    results = []
+    for index, budget in enumerate(checked):
+        seed = settings.seed + index
+        if strategy == "evolution":
+            results.append(_evolve(scorer, budget, dataclasses.replace(settings, seed=seed)))
+        else:
+            draws = RANDOM_DRAWS_PER_EVALUATION * evaluations_per_budget
+            results.append(_random(scorer, budget, evaluations_per_budget, seed, draws))
+    archs, costs, scores = combined_front(results)
+    return MultiBudgetResult(
+        budgets=tuple(checked),
+        results=tuple(results),
+        front_archs=archs,
+        front_costs=costs,
+        front_scores=scores,
+        num_evaluations=len(scorer.scores),
+        wall_time=time.perf_counter() - start,
+    )

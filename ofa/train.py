@@ -1,0 +1,183 @@
+"""Supernet training: the sandwich rule with in-place distillation and attentive subnet sampling.
+
+Each step trains the largest subnet on the labels (label smoothing, dropout), then ``n - 2`` sampled
+subnets and the smallest subnet on the largest one's detached predictions (BigNAS, Yu et al., ECCV
+2020); the sampled subnets come from a uniform, FLOPs-target or AttentiveNAS BestUp/WorstUp sampler
+(Wang et al., CVPR 2021). Gradients of all subnets are accumulated into one optimizer step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ofa.bn import resize_to
+from ofa.distributed import DistributedContext
+from ofa.space import Arch
+from ofa.supernet import Supernet
+from ofa.train_config import OptimSection
+
+__all__ = [
+    "TrainingDivergedError",
+    "build_optimizer",
+    "build_scheduler",
+    "frozen_bn_statistics",
+    "loss_scorer",
+    "sandwich_step",
+    "soft_cross_entropy",
+]
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probabilities: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (in-place distillation, temperature 1)."""
+    return -(target_probabilities * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
+    """Forward in train mode (batch statistics) without touching BN running statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for module in norms:
+        module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, (momentum, tracked) in zip(norms, saved):
+            module.momentum = momentum
+            module.num_batches_tracked.copy_(tracked)
+
+
+def loss_scorer(
+    supernet: Supernet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float,
+    context: DistributedContext,
+) -> Callable[[Sequence[Arch]], np.ndarray]:
+    """A scorer that ranks candidates by minus their minibatch loss (no-grad forward, averaged over ranks)."""
+
+    def score(archs: Sequence[Arch]) -> np.ndarray:
+        losses = torch.zeros(len(archs), device=images.device)
+        supernet.set_dropout(0.0)
+        with torch.no_grad(), frozen_bn_statistics(supernet):
+            for index, arch in enumerate(archs):
+                supernet.set_active(arch)
+                logits = supernet(resize_to(images, arch.resolution))
+                losses[index] = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        context.all_reduce_mean(losses)
+        return -losses.cpu().numpy().astype(np.float64)
+
+    return score
+
+
+def build_optimizer(model: nn.Module, settings: OptimSection) -> torch.optim.SGD:
+    """SGD (nesterov) with no weight decay on BN parameters and biases (all 1-D tensors)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, settings: OptimSection, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to ``min_lr``, stepped every iteration."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, round(settings.warmup_epochs * steps_per_epoch))
+    floor = settings.min_lr / settings.lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What one sandwich step needs besides the model and the batch."""
+
+    label_smoothing: float
+    dropout: float
+    grad_clip_value: float
+    bf16: bool
+
+
+def _check_finite(loss: torch.Tensor, slot: str) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(f"the loss of the {slot} subnet is {loss.item()}")
+
+
+def sandwich_step(
+    supernet: Supernet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    archs: Sequence[Arch],
+    optimizer: torch.optim.Optimizer,
+    settings: StepSettings,
+    context: DistributedContext,
+) -> list[float]:
+    """One optimizer step over ``archs`` = [max, sampled..., min]; returns the loss of each slot.
+
+    The first arch learns from the labels, the others from its detached predictions; every subnet sees
+    the batch resized to its own resolution.
+    """
+    if len(archs) < 2:
+        raise ValueError(f"a sandwich step needs at least the max and min subnets, got {len(archs)} archs")
+    optimizer.zero_grad(set_to_none=True)
+    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
+    losses = []
+    # largest subnet: labels, dropout
+    supernet.set_active(archs[0])
+    supernet.set_dropout(settings.dropout)
+    with autocast:
+        logits = supernet(resize_to(images, archs[0].resolution))
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
+    _check_finite(loss, "largest")
+    loss.backward()
+    losses.append(loss.item())
+    teacher = F.softmax(logits.detach().float(), dim=1)
+    # sampled and smallest subnets: in-place distillation
+    supernet.set_dropout(0.0)
+    for slot, arch in enumerate(archs[1:], start=1):
+        supernet.set_active(arch)
+        with autocast:
+            loss = soft_cross_entropy(supernet(resize_to(images, arch.resolution)).float(), teacher)
+        _check_finite(loss, "smallest" if slot == len(archs) - 1 else f"sampled #{slot}")
+        loss.backward()
+        losses.append(loss.item())
+    context.all_reduce_gradients(supernet)
+    if settings.grad_clip_value > 0:
+        nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
+    optimizer.step()
+    return losses
+
+
+def python_rng_state(rng: random.Random) -> list:
+    """``rng``'s state as plain lists (loadable with ``weights_only=True``)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_python_rng_state(rng: random.Random, state: Sequence) -> None:
+    """Restore a state made by :func:`python_rng_state`."""
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,167 @@
+"""The training config: one dataclass per YAML section (``configs/train/*.yaml``), read strictly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ofa.config import apply_overrides, config_from_dict, load_yaml
+from ofa.sampling import SAMPLERS, SCORERS
+
+__all__ = [
+    "CalibrationSection",
+    "DataSection",
+    "GuideSection",
+    "ModelSection",
+    "OptimSection",
+    "SamplerSection",
+    "TrainConfig",
+    "load_train_config",
+]
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Where the images come from (see ``ofa.data``)."""
+
+    name: str = "digits"
+    root: str | None = None
+    image_size: int | None = None  # default: the space's largest resolution
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    workers: int = 0
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The supernet."""
+
+    space: str = "tiny"
+    dropout: float = 0.1  # before the classifier, largest subnet only
+    zero_init_last_bn: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """SGD with nesterov momentum, linear warm-up then cosine decay per step."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-5  # not applied to BN and biases
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+    label_smoothing: float = 0.1
+    grad_clip_value: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0 or self.grad_clip_value < 0 or self.weight_decay < 0:
+            raise ValueError("warmup_epochs, grad_clip_value and weight_decay must be >= 0")
+
+
+@dataclass(frozen=True)
+class SamplerSection:
+    """Which subnets a sandwich step trains: max, ``num_subnets - 2`` sampled, min."""
+
+    name: str = "bestup"  # uniform | flops | bestup | worstup
+    num_subnets: int = 4  # n >= 2
+    num_candidates: int = 3  # k >= 1, for bestup / worstup
+    scorer: str = "loss"  # loss | predictor
+    predictor: str | None = None  # fitted predictor file for scorer=predictor (else the guide's own)
+    flops_bins: int = 25
+    flops_samples: int = 20000
+    max_tries: int = 200
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise ValueError(f"sampler.name: {self.name!r} is not one of {', '.join(SAMPLERS)}")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"sampler.scorer: {self.scorer!r} is not one of {', '.join(SCORERS)}")
+        if self.num_subnets < 2:
+            raise ValueError(f"sampler.num_subnets (n) must be >= 2 (max and min), got {self.num_subnets}")
+        if self.num_candidates < 1:
+            raise ValueError(f"sampler.num_candidates (k) must be >= 1, got {self.num_candidates}")
+        if self.flops_bins < 1 or self.flops_samples < 1 or self.max_tries < 1:
+            raise ValueError("sampler.flops_bins, flops_samples and max_tries must be >= 1")
+
+
+@dataclass(frozen=True)
+class GuideSection:
+    """Predictor-guided training: uniform warm-up, then the predictor scores BestUp/WorstUp candidates."""
+
+    enabled: bool = False
+    warmup_epochs: int = 2  # uniform sandwich epochs before the first fit
+    num_archs: int = 64  # archs evaluated in the supernet per fit
+    refit_every: int = 2  # epochs between refits (0: never refit)
+    model: str = "lightgbm"
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs < 0 or self.refit_every < 0:
+            raise ValueError("guide.warmup_epochs and guide.refit_every must be >= 0")
+        if self.num_archs < 8:
+            raise ValueError(f"guide.num_archs must be >= 8 to fit a predictor, got {self.num_archs}")
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    """BN recalibration batches: a cached, seeded set of training images."""
+
+    num_batches: int = 4
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_batches < 1 or self.batch_size < 1:
+            raise ValueError("calibration.num_batches and calibration.batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    seed: int = 0
+    epochs: int = 10
+    out_dir: str = "runs"
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False
+    cpu_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    max_steps_per_epoch: int | None = None  # cap steps per epoch (quick runs, tests)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    sampler: SamplerSection = field(default_factory=SamplerSection)
+    guide: GuideSection = field(default_factory=GuideSection)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: {self.device!r} is not one of auto, cpu, cuda")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0 (0: torch's default), got {self.cpu_threads}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name must be a non-empty folder name, got {self.name!r}")
+
+    @property
+    def run_dir(self) -> Path:
+        """``out_dir / name``."""
+        return Path(self.out_dir) / self.name
+
+
+def load_train_config(path: str | Path | None, overrides: tuple[str, ...] = ()) -> TrainConfig:
+    """Read a training config (defaults when ``path`` is None) with dotted ``KEY=VALUE`` overrides."""
+    data = load_yaml(path) if path is not None else {}
+    return config_from_dict(TrainConfig, apply_overrides(data, overrides))

@@ -1,0 +1,370 @@
+"""The training run: data, supernet, sampler, epochs, evaluation, run directory, checkpoints, resume.
+
+A run directory holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch), ``archs.jsonl``
+(the subnets trained at every step), TensorBoard events under ``tensorboard/``, and
+``checkpoints/latest.pt`` and ``checkpoints/best.pt``, written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ofa.checkpoint import atomic_save, load_checkpoint
+from ofa.config import config_to_dict
+from ofa.data import DataBundle, DataConfig, build_datasets, calibration_batches
+from ofa.distributed import init_distributed
+from ofa.evaluate import Evaluation, evaluate_arch
+from ofa.guide import PredictorGuide
+from ofa.sampling import AttentiveSampler, FlopsTargetSampler, UniformSampler, load_or_build_flops_table
+from ofa.space import Arch, SearchSpace, load_space
+from ofa.supernet import Supernet
+from ofa.train import (
+    StepSettings,
+    build_optimizer,
+    build_scheduler,
+    loss_scorer,
+    python_rng_state,
+    sandwich_step,
+    set_python_rng_state,
+)
+from ofa.train_config import TrainConfig
+
+__all__ = ["METRIC_COLUMNS", "TrainResult", "build_data", "train"]
+
+METRIC_COLUMNS = (
+    "epoch",
+    "loss_max",
+    "loss_sampled",
+    "loss_min",
+    "val_acc_max",
+    "val_acc_min",
+    "val_loss_max",
+    "val_loss_min",
+    "lr",
+    "images_per_s",
+    "epoch_seconds",
+    "sampler",
+    "distinct_archs",
+)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    epochs: int
+    val_acc_max: float
+    val_acc_min: float
+    seconds: float
+    trained_archs: list[list[Arch]] = field(default_factory=list)
+
+
+def build_data(config: TrainConfig, space: SearchSpace) -> DataBundle:
+    """The data sets of a config, produced at the space's largest resolution unless set."""
+    section = config.data
+    return build_datasets(
+        DataConfig(
+            name=section.name,
+            root=section.root,
+            image_size=section.image_size or max(space.resolution),
+            batch_size=section.batch_size,
+            eval_batch_size=section.eval_batch_size,
+            workers=section.workers,
+            download=section.download,
+            seed=config.seed,
+        )
+    )
+
+
+def _check_resume(state: dict, space: SearchSpace, num_classes: int, path: Path) -> None:
+    if state["space"] != space.to_dict():
+        raise ValueError(
+            f"cannot resume {path}: it was trained on space {state['space'].get('name')!r}, "
+            f"the config asks for space {space.name!r}"
+        )
+    if state["num_classes"] != num_classes:
+        raise ValueError(f"cannot resume {path}: it has {state['num_classes']} classes, the data has {num_classes}")
+
+
+class _ArchSource:
+    """Chooses the sampled subnets of each step according to the config and the training phase."""
+
+    def __init__(self, config: TrainConfig, space: SearchSpace, num_classes: int, cache_dir: Path) -> None:
+        section = config.sampler
+        self.config = config
+        self.uniform = UniformSampler(space)
+        self.flops: FlopsTargetSampler | None = None
+        self.attentive: AttentiveSampler | None = None
+        if section.name != "uniform":
+            table_path = (
+                cache_dir / f"flops_table_{space.name}_{num_classes}c_{section.flops_samples}_{section.flops_bins}.json"
+            )
+            table = load_or_build_flops_table(
+                table_path, space, num_classes, section.flops_samples, section.flops_bins, seed=0
+            )
+            self.flops = FlopsTargetSampler(space, table, num_classes, section.max_tries)
+        if section.name in ("bestup", "worstup"):
+            pick = "best" if section.name == "bestup" else "worst"
+            self.attentive = AttentiveSampler(self.flops, section.num_candidates, pick)
+
+    def sample(
+        self,
+        rng: random.Random,
+        count: int,
+        batch_scorer: Callable[[], Callable[[Sequence[Arch]], np.ndarray]],
+        predictor_scorer: Callable[[Sequence[Arch]], np.ndarray] | None,
+        warming_up: bool,
+    ) -> list[Arch]:
+        """``count`` sampled archs for one step."""
+        if warming_up or self.config.sampler.name == "uniform":
+            return [self.uniform.sample(rng) for _ in range(count)]
+        if self.attentive is None:
+            return [self.flops.sample(rng) for _ in range(count)]
+        if self.config.sampler.scorer == "predictor":
+            if predictor_scorer is None:
+                raise ValueError("sampler.scorer is 'predictor' but no predictor is available")
+            return [self.attentive.sample(rng, predictor_scorer) for _ in range(count)]
+        scorer = batch_scorer()
+        return [self.attentive.sample(rng, scorer) for _ in range(count)]
+
+
+def _write_metrics(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop rows of epochs after the checkpoint (a run killed after logging, before saving)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= epochs_done]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool | None = None) -> TrainResult:
+    """Train a supernet as ``config`` says; with ``resume`` continue the run in ``config.run_dir`` exactly.
+
+    Every input is checked before the first step: bad values raise ``ValueError``.
+    """
+    started = time.perf_counter()
+    context = init_distributed(config.device)
+    space = load_space(config.model.space)
+    data = build_data(config, space)
+    run_dir = config.run_dir
+    latest, best = run_dir / "checkpoints" / "latest.pt", run_dir / "checkpoints" / "best.pt"
+    state = None
+    if resume:
+        state = load_checkpoint(latest)
+        _check_resume(state, space, data.num_classes, latest)
+    elif latest.exists():
+        raise ValueError(f"run directory {run_dir} already has a checkpoint: resume it or choose another name")
+    guide = PredictorGuide(config, space, run_dir) if config.guide.enabled else None
+    predictor_scorer = _static_predictor_scorer(config, space)
+    archs_source = _ArchSource(config, space, data.num_classes, Path(config.out_dir) / ".cache")
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        space_record = {"space": space.to_dict(), "num_classes": data.num_classes}
+        (run_dir / "space.json").write_text(json.dumps(space_record, indent=1))
+
+    if config.cpu_threads and context.device.type == "cpu":
+        torch.set_num_threads(config.cpu_threads)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    supernet = Supernet(space, data.num_classes, config.model.dropout).to(context.device)
+    if config.model.zero_init_last_bn:
+        supernet.zero_init_last_bn()
+    context.broadcast_parameters(supernet)
+    sampler = DistributedSampler(
+        data.train, context.world_size, context.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    per_rank_batch = max(1, config.data.batch_size // context.world_size)
+    loader_generator = torch.Generator()  # worker seeds; reseeded every epoch for exact resume
+    loader = DataLoader(
+        data.train,
+        per_rank_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.data.workers,
+        generator=loader_generator,
+    )
+    steps_per_epoch = (
+        len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
+    )
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training set ({len(data.train)} images) is smaller than one batch ({per_rank_batch})")
+    optimizer = build_optimizer(supernet, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs)
+    calibration = [
+        images
+        for images, _ in calibration_batches(
+            data.train, config.calibration.num_batches, config.calibration.batch_size, config.calibration.seed
+        )
+    ]
+    val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
+    test_loader = DataLoader(data.test, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
+    start_epoch, best_accuracy = 0, -1.0
+    if state is not None:
+        supernet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_python_rng_state(rng, state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best_accuracy = state["epoch"], state["best_accuracy"]
+        if guide is not None:
+            guide.load_state(state.get("guide"))
+        if context.is_main:
+            _truncate_metrics(run_dir / "metrics.csv", start_epoch)
+    settings = StepSettings(
+        config.optim.label_smoothing, config.model.dropout, config.optim.grad_clip_value, config.bf16
+    )
+    show = context.is_main and (sys.stderr.isatty() if progress is None else progress)
+    writer = _tensorboard(run_dir) if context.is_main else None
+    trained: list[list[Arch]] = []
+    last: dict[str, Evaluation] = {}
+    max_arch, min_arch = space.max_arch(), space.min_arch()
+    for epoch in range(start_epoch, config.epochs):
+        epoch_started = time.perf_counter()
+        if guide is not None:
+            guide.maybe_refit(epoch, supernet, calibration, val_loader, test_loader)
+        warming_up = guide is not None and not guide.ready
+        scorer = guide.scorer if guide is not None and guide.ready else predictor_scorer
+        sampler.set_epoch(epoch)
+        data.train.set_epoch(epoch)
+        loader_generator.manual_seed(config.seed * 1_000_003 + epoch)
+        sums = np.zeros(config.sampler.num_subnets)
+        epoch_archs: list[list[Arch]] = []
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
+        for step, (images, labels) in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            images, labels = images.to(context.device), labels.to(context.device)
+
+            def batch_scorer(images: torch.Tensor = images, labels: torch.Tensor = labels) -> Callable:
+                return loss_scorer(supernet, images, labels, config.optim.label_smoothing, context)
+
+            sampled = archs_source.sample(rng, config.sampler.num_subnets - 2, batch_scorer, scorer, warming_up)
+            losses = sandwich_step(
+                supernet, images, labels, [max_arch, *sampled, min_arch], optimizer, settings, context
+            )
+            scheduler.step()
+            sums += losses
+            epoch_archs.append(sampled)
+            bar.update(1)
+            bar.set_postfix(loss_max=f"{losses[0]:.3f}", loss_min=f"{losses[-1]:.3f}")
+        bar.close()
+        train_seconds = time.perf_counter() - epoch_started
+        last = {
+            "max": evaluate_arch(supernet, max_arch, calibration, val_loader),
+            "min": evaluate_arch(supernet, min_arch, calibration, val_loader),
+        }
+        supernet.train()
+        trained.extend(epoch_archs)
+        means = sums / max(1, len(epoch_archs))
+        row = {
+            "epoch": epoch + 1,
+            "loss_max": round(float(means[0]), 5),
+            "loss_sampled": round(float(means[1:-1].mean()), 5) if len(means) > 2 else "",
+            "loss_min": round(float(means[-1]), 5),
+            "val_acc_max": round(last["max"].accuracy, 5),
+            "val_acc_min": round(last["min"].accuracy, 5),
+            "val_loss_max": round(last["max"].loss, 5),
+            "val_loss_min": round(last["min"].loss, 5),
+            "lr": round(scheduler.get_last_lr()[0], 6),
+            "images_per_s": round(len(epoch_archs) * config.data.batch_size / train_seconds, 1),
+            "epoch_seconds": round(time.perf_counter() - epoch_started, 2),
+            "sampler": "uniform-warmup" if warming_up else config.sampler.name,
+            "distinct_archs": len({arch for archs in epoch_archs for arch in archs}),
+        }
+        improved = last["max"].accuracy > best_accuracy
+        best_accuracy = max(best_accuracy, last["max"].accuracy)
+        if context.is_main:
+            _log_epoch(run_dir, row, epoch_archs, epoch, writer, show)
+            checkpoint = {
+                "format": 1,
+                "epoch": epoch + 1,
+                "config": config_to_dict(config),
+                "space": space.to_dict(),
+                "num_classes": data.num_classes,
+                "normalization": {"mean": list(data.mean), "std": list(data.std)},
+                "model": supernet.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler_rng": python_rng_state(rng),
+                "torch_rng": torch.get_rng_state(),
+                "best_accuracy": best_accuracy,
+                "guide": guide.state() if guide is not None else None,
+                "metrics": row,
+            }
+            atomic_save(checkpoint, latest)
+            if improved:
+                atomic_save(checkpoint, best)
+    if writer is not None:
+        writer.close()
+    if last:
+        val_max, val_min = last["max"].accuracy, last["min"].accuracy
+    else:  # nothing left to train after a resume
+        val_max, val_min = state["metrics"]["val_acc_max"], state["metrics"]["val_acc_min"]
+    return TrainResult(run_dir, config.epochs, val_max, val_min, time.perf_counter() - started, trained)
+
+
+def _static_predictor_scorer(config: TrainConfig, space: SearchSpace) -> Callable | None:
+    """The scorer of a fitted predictor file named in the config (checked before training starts)."""
+    if config.sampler.scorer != "predictor" or config.guide.enabled:
+        return None
+    if config.sampler.predictor is None:
+        raise ValueError(
+            "sampler.scorer is 'predictor': set sampler.predictor to a fitted predictor file or enable guide"
+        )
+    from predictors.models import load_predictor
+
+    predictor = load_predictor(Path(config.sampler.predictor), space)
+    return predictor.predict
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a declared dependency; a broken install only loses the events
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _log_epoch(run_dir: Path, row: dict, epoch_archs: list[list[Arch]], epoch: int, writer, show: bool) -> None:
+    _write_metrics(run_dir / "metrics.csv", row)
+    with (run_dir / "archs.jsonl").open("a") as handle:
+        for step, archs in enumerate(epoch_archs):
+            handle.write(json.dumps({"epoch": epoch + 1, "step": step, "archs": [a.to_dict() for a in archs]}) + "\n")
+    if writer is not None:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                writer.add_scalar(key, value, epoch + 1)
+        writer.flush()
+    message = (
+        f"epoch {row['epoch']:>3}  loss max {row['loss_max']:.3f} min {row['loss_min']:.3f}  "
+        f"val acc max {row['val_acc_max']:.4f} min {row['val_acc_min']:.4f}  lr {row['lr']:.4f}  "
+        f"{row['images_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s"
+    )
+    print(message, file=sys.stderr if show else sys.stdout, flush=True)

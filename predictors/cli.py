@@ -1,0 +1,184 @@
+"""The ``predictors`` commands of the ``ofa`` CLI: fit a predictor on arch data, benchmark predictors.
+
+``add_commands(subparsers)`` registers ``predictors fit`` and ``predictors bench``; each parsed namespace
+carries ``handler(args) -> int``. Handlers raise ``ValueError`` for bad input (the caller prints it on one
+line and exits with code 2). ``python -m predictors.cli predictors ...`` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ofa.space import SearchSpace, load_space
+from predictors.bench import (
+    format_table,
+    noise_ceiling,
+    plot_learning_curves,
+    repeated_measurements,
+    run_benchmark,
+    write_results_csv,
+)
+from predictors.dataset import TARGETS, ArchRecord, csv_space_name, read_arch_csv, target_values
+from predictors.metrics import kendall_tau
+from predictors.models import DEFAULT_PREDICTOR, PREDICTORS, create_predictor
+
+__all__ = ["add_commands", "main"]
+
+DEFAULT_TRAIN_SIZES = "25,50,100,200,400"
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``predictors fit`` and ``predictors bench`` on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "predictors",
+        help="fit and benchmark accuracy predictors on arch->accuracy CSV data",
+        description="Accuracy predictors on arch->accuracy CSV data (columns: " + _columns_help() + ").",
+    )
+    commands = parser.add_subparsers(dest="predictors_command", metavar="{fit,bench}", required=True)
+
+    fit = commands.add_parser("fit", help="fit one predictor on all rows of a CSV and save it")
+    _add_data_arguments(fit)
+    fit.add_argument(
+        "--model",
+        default=DEFAULT_PREDICTOR,
+        help=f"predictor name (default {DEFAULT_PREDICTOR}): {', '.join(PREDICTORS)}",
+    )
+    fit.add_argument("--out", required=True, type=Path, help="predictor file to write (JSON)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the predictor (default 0)")
+    fit.set_defaults(handler=run_fit)
+
+    bench = commands.add_parser("bench", help="learning curves of predictors on a fixed held-out test set")
+    _add_data_arguments(bench)
+    bench.add_argument(
+        "--predictors", default=",".join(PREDICTORS), help="comma-separated predictor names (default: all registered)"
+    )
+    bench.add_argument(
+        "--train-sizes",
+        default=DEFAULT_TRAIN_SIZES,
+        help=f"comma-separated training sizes (default {DEFAULT_TRAIN_SIZES})",
+    )
+    bench.add_argument(
+        "--seeds", default="0,1,2", help="comma-separated seeds, one training sample each (default 0,1,2)"
+    )
+    bench.add_argument("--test-size", type=int, default=200, help="held-out archs (default 200)")
+    bench.add_argument("--top-k", type=int, default=10, help="k of precision@k (default 10)")
+    bench.add_argument("--split-seed", type=int, default=0, help="seed of the test-set choice (default 0)")
+    bench.add_argument("--out", type=Path, default=None, help="folder for results.csv, table.txt, learning_curves.png")
+    bench.set_defaults(handler=run_bench)
+    return parser
+
+
+def _columns_help() -> str:
+    return "space, arch (JSON), mmacs, params, resolution, val_acc, test_acc, val_loss (optional), seed"
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="arch->accuracy CSV (" + _columns_help() + ")")
+    parser.add_argument("--space", default=None, help="space name or YAML path (default: the CSV's space column)")
+    parser.add_argument(
+        "--target", default="val_acc", choices=TARGETS, help="what to predict (val_loss is negated: higher = better)"
+    )
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{option}: expected at least one integer, got {text!r}")
+    return values
+
+
+def _load_data(args: argparse.Namespace) -> tuple[SearchSpace, list[ArchRecord]]:
+    space = load_space(args.space if args.space is not None else csv_space_name(args.data))
+    records = read_arch_csv(args.data, space)
+    if not records:
+        raise ValueError(f"{args.data}: no rows")
+    return space, records
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """``predictors fit``: fit ``--model`` on every row and save it to ``--out``."""
+    space, records = _load_data(args)
+    targets = target_values(records, args.target)
+    predictor = create_predictor(args.model, space, seed=args.seed)
+    archs = [record.arch for record in records]
+    predictor.fit(archs, targets)
+    predictor.save(args.out)
+    tau = kendall_tau(targets, predictor.predict(archs))
+    print(
+        f"fitted {args.model} on {len(records)} rows of space {space.name} (target {args.target}); "
+        f"Kendall tau on its training data {tau:.3f}; saved {args.out}"
+    )
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``predictors bench``: the benchmark table, and the CSV and plot when ``--out`` is given."""
+    space, records = _load_data(args)
+    names = [name.strip() for name in args.predictors.split(",") if name.strip()]
+    rows = run_benchmark(
+        records,
+        space,
+        predictors=names,
+        train_sizes=_int_list(args.train_sizes, "--train-sizes"),
+        seeds=_int_list(args.seeds, "--seeds"),
+        test_size=args.test_size,
+        target=args.target,
+        top_k=args.top_k,
+        split_seed=args.split_seed,
+    )
+    lines = [
+        f"predictor benchmark: {args.data} ({len(records)} rows, space {space.name}, target {args.target}); "
+        "mean ± std over seeds",
+        format_table(rows),
+        *_ceiling_lines(records, args.target),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_results_csv(rows, args.out / "results.csv")
+        plot_learning_curves(rows, args.out / "learning_curves.png")
+        (args.out / "table.txt").write_text(text + "\n")
+        print(f"wrote {args.out / 'results.csv'}, {args.out / 'table.txt'}, {args.out / 'learning_curves.png'}")
+    return 0
+
+
+def _ceiling_lines(records: Sequence[ArchRecord], target: str) -> list[str]:
+    lines = []
+    first, second = repeated_measurements(records, target)
+    if first.size >= 2:
+        lines.append(
+            f"noise ceiling (Kendall tau between two measurements of {first.size} archs): "
+            f"{noise_ceiling(first, second):.3f}"
+        )
+    validation = np.array([record.val_acc for record in records])
+    test = np.array([record.test_acc for record in records])
+    if len(records) >= 2:
+        lines.append(
+            f"val_acc vs test_acc agreement (Kendall tau over {len(records)} rows): {kendall_tau(validation, test):.3f}"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the predictor commands on their own (``python -m predictors.cli predictors ...``)."""
+    parser = argparse.ArgumentParser(prog="python -m predictors.cli")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

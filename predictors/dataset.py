@@ -1,0 +1,293 @@
+"""Architecture → accuracy data sets: the CSV format every predictor command reads.
+
+One row per measurement of one subnet (a subnet measured twice, e.g. with two BN-calibration seeds,
+gives two rows). Columns, in this order:
+
+==============  =============================================================================
+``space``       name of the search space the arch belongs to
+``arch``        the arch as one-line JSON (``Arch.to_json()``)
+``mmacs``       multiply-accumulates in millions (``ofa.flops``)
+``params``      trainable parameters
+``resolution``  input resolution (must equal the arch's)
+``val_acc``     accuracy on the validation split, in [0, 1] or percent: any finite number
+``test_acc``    accuracy on the test split
+``val_loss``    mean validation loss; optional (the column may be missing or a cell empty)
+``seed``        seed of the measurement (e.g. the BN-calibration seed)
+==============  =============================================================================
+
+Writing is either append-safe (``append_arch_records``: header when new, each row flushed and fsynced,
+so an interrupted evaluation keeps what it measured) or atomic (``write_arch_csv``: temp file and
+``os.replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ofa.space import Arch, SearchSpace
+
+__all__ = [
+    "CSV_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "TARGETS",
+    "ArchRecord",
+    "append_arch_records",
+    "atomic_write_text",
+    "csv_space_name",
+    "read_arch_csv",
+    "target_values",
+    "write_arch_csv",
+]
+
+CSV_COLUMNS = ("space", "arch", "mmacs", "params", "resolution", "val_acc", "test_acc", "val_loss", "seed")
+REQUIRED_COLUMNS = tuple(column for column in CSV_COLUMNS if column != "val_loss")
+TARGETS = ("val_acc", "val_loss")
+
+
+@dataclass(frozen=True)
+class ArchRecord:
+    """One measurement of one architecture (a row of the CSV).
+
+    Attributes:
+        space: name of the search space.
+        arch: the architecture.
+        mmacs: multiply-accumulates in millions.
+        params: trainable parameters.
+        resolution: input resolution.
+        val_acc: validation accuracy.
+        test_acc: test accuracy.
+        val_loss: validation loss, or None when not measured.
+        seed: seed of the measurement.
+    """
+
+    space: str
+    arch: Arch
+    mmacs: float
+    params: int
+    resolution: int
+    val_acc: float
+    test_acc: float
+    val_loss: float | None
+    seed: int
+
+
+def target_values(records: Sequence[ArchRecord], target: str = "val_acc") -> np.ndarray:
+    """The values predictors learn, oriented so that higher is better.
+
+    ``val_acc`` is used as is; ``val_loss`` is negated (a lower loss ranks higher).
+
+    Raises:
+        ValueError: unknown target, or a record without a validation loss.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
+    if target == "val_acc":
+        return np.array([record.val_acc for record in records], dtype=np.float64)
+    missing = [index for index, record in enumerate(records) if record.val_loss is None]
+    if missing:
+        raise ValueError(
+            f"target val_loss: {len(missing)} record(s) have no val_loss (first: record {missing[0]}); "
+            f"use --target val_acc or measure the loss"
+        )
+    return -np.array([record.val_loss for record in records], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _open_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        raise ValueError(f"arch data file not found: {path}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; required columns: {', '.join(REQUIRED_COLUMNS)} "
+                f"(val_loss optional)"
+            )
+        rows = list(reader)
+    return header, rows
+
+
+def csv_space_name(path: str | Path) -> str:
+    """The space name shared by every row of an arch CSV.
+
+    Raises:
+        ValueError: missing file or columns, no rows, or rows naming different spaces.
+    """
+    path = Path(path)
+    _, rows = _open_rows(path)
+    names = sorted({(row.get("space") or "").strip() for row in rows})
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    if len(names) != 1 or not names[0]:
+        raise ValueError(f"{path}: rows name several spaces ({', '.join(map(repr, names))}); pass --space")
+    return names[0]
+
+
+def _number(text: str | None, where: str, column: str, integer: bool = False) -> float:
+    text = (text or "").strip()
+    if not text:
+        raise ValueError(f"{where}: column {column} is empty")
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{where}: column {column}: expected {kind}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: column {column} is {text!r}; expected a finite number")
+    return value
+
+
+def _parse_row(row: dict[str, str], where: str, space: SearchSpace) -> ArchRecord:
+    if None in row:  # csv puts surplus cells under the key None
+        raise ValueError(f"{where}: more cells than columns")
+    name = (row["space"] or "").strip()
+    if name != space.name:
+        raise ValueError(f"{where}: column space is {name!r}, but the data is read for space {space.name!r}")
+    try:
+        arch = space.validate(Arch.from_json(row["arch"] or ""))
+    except ValueError as error:
+        raise ValueError(f"{where}: column arch: {error}") from None
+    resolution = int(_number(row["resolution"], where, "resolution", integer=True))
+    if resolution != arch.resolution:
+        raise ValueError(f"{where}: column resolution is {resolution} but the arch has resolution {arch.resolution}")
+    loss_text = (row.get("val_loss") or "").strip()
+    return ArchRecord(
+        space=name,
+        arch=arch,
+        mmacs=_number(row["mmacs"], where, "mmacs"),
+        params=int(_number(row["params"], where, "params", integer=True)),
+        resolution=resolution,
+        val_acc=_number(row["val_acc"], where, "val_acc"),
+        test_acc=_number(row["test_acc"], where, "test_acc"),
+        val_loss=_number(loss_text, where, "val_loss") if loss_text else None,
+        seed=int(_number(row["seed"], where, "seed", integer=True)),
+    )
+
+
+def read_arch_csv(path: str | Path, space: SearchSpace) -> list[ArchRecord]:
+    """Read and validate an arch CSV written for ``space``.
+
+    Raises:
+        ValueError: naming the file, row (1 = first data row, as a spreadsheet shows it after the header)
+            and column, for missing columns, empty or non-finite numbers, malformed arch JSON, or archs of
+            another space.
+    """
+    path = Path(path)
+    _, rows = _open_rows(path)
+    return [_parse_row(row, f"{path}: row {index}", space) for index, row in enumerate(rows, start=1)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------------
+
+
+def _format_row(record: ArchRecord) -> list[str]:
+    if record.arch.resolution != record.resolution:
+        raise ValueError(f"record resolution {record.resolution} differs from its arch's {record.arch.resolution}")
+    for column in ("val_acc", "test_acc", "mmacs"):
+        if not math.isfinite(getattr(record, column)):
+            raise ValueError(f"record {column} is {getattr(record, column)!r}; expected a finite number")
+    return [
+        record.space,
+        record.arch.to_json(),
+        repr(float(record.mmacs)),
+        str(int(record.params)),
+        str(int(record.resolution)),
+        repr(float(record.val_acc)),
+        repr(float(record.test_acc)),
+        "" if record.val_loss is None else repr(float(record.val_loss)),
+        str(int(record.seed)),
+    ]
+
+
+def _csv_line(cells: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue()
+
+
+def _repair_tail(path: Path) -> None:
+    """Make an existing file end with a newline; drop a last row cut short by an interrupted write."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    cells = next(csv.reader([data[start:].decode()]), [])
+    with path.open("r+b") as handle:
+        if len(cells) == len(CSV_COLUMNS):
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        else:
+            handle.truncate(start)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def append_arch_records(path: str | Path, records: Sequence[ArchRecord]) -> None:
+    """Append rows to an arch CSV, writing the header if the file is new.
+
+    Every row is flushed and fsynced, so an interrupted run keeps each finished measurement; a last row
+    cut short by an earlier interruption is dropped before appending.
+
+    Raises:
+        ValueError: the existing file has another header, or a record is not finite.
+    """
+    path = Path(path)
+    lines = [_csv_line(_format_row(record)) for record in records]
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if tuple(header) != CSV_COLUMNS:
+            raise ValueError(f"{path}: existing header {header} differs from {list(CSV_COLUMNS)}; not appending")
+        _repair_tail(path)
+        new = path.stat().st_size == 0
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = True
+    with path.open("a", newline="") as handle:
+        if new:
+            handle.write(_csv_line(CSV_COLUMNS))
+            handle.flush()
+            os.fsync(handle.fileno())
+        for line in lines:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_arch_csv(path: str | Path, records: Sequence[ArchRecord]) -> None:
+    """Write an arch CSV atomically (temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    text = _csv_line(CSV_COLUMNS) + "".join(_csv_line(_format_row(record)) for record in records)
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsynced temp file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

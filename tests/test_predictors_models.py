@@ -1,0 +1,160 @@
+"""Predictors: accuracy on a synthetic ground truth, pickle-free files, space and checksum checks."""
+
+import json
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ofa.flops import count_macs_many, count_params_many
+from ofa.space import load_space
+from predictors.encoding import encode, feature_names
+from predictors.metrics import kendall_tau
+from predictors.models import (
+    DEFAULT_PREDICTOR,
+    PREDICTORS,
+    Predictor,
+    create_predictor,
+    load_predictor,
+    space_fingerprint,
+)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("tiny")
+
+
+@pytest.fixture(scope="module")
+def synthetic(space):
+    """700 distinct tiny archs; truth = log(MMACs) + weighted depth, width and expand sums; 2% noise."""
+    rng = random.Random(0)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(900)))[:700]
+    features = encode(space, archs)
+    column = {name: index for index, name in enumerate(feature_names(space))}
+    depth = features[:, [column[f"depth.{stage.name}"] for stage in space.stages]].sum(axis=1)
+    width = features[:, [column[f"width.{stage.name}"] for stage in space.stages]].sum(axis=1)
+    expand = features[:, [index for name, index in column.items() if name.startswith("expand_ratio")]].sum(axis=1)
+    truth = np.log(features[:, column["mmacs"]]) + 0.06 * depth + 0.0018 * width + 0.012 * expand
+    targets = truth + np.random.default_rng(1).normal(0, 0.02 * truth.std(), len(archs))
+    return archs, targets
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "random_forest", "extra_trees", "gbdt"])
+def test_tree_models_rank_the_synthetic_truth(space, synthetic, name):
+    archs, targets = synthetic
+    train, test = slice(0, 400), slice(500, 700)
+    predictor = create_predictor(name, space, seed=0).fit(archs[train], targets[train])
+    tau = kendall_tau(targets[test], predictor.predict(archs[test]))
+    macs_tau = kendall_tau(targets[test], count_macs_many(space, archs[test]))
+    assert tau >= 0.9
+    assert tau > macs_tau  # learns more than the MACs ranking
+
+
+def test_default_is_registered_and_unknown_names_are_listed(space):
+    assert DEFAULT_PREDICTOR in PREDICTORS
+    with pytest.raises(ValueError, match=r"registered: .*lightgbm.*random_forest"):
+        create_predictor("xgboost", space)
+
+
+@pytest.mark.parametrize("name", list(PREDICTORS))
+def test_save_load_gives_identical_predictions(space, synthetic, tmp_path, name):
+    archs, targets = synthetic
+    predictor = create_predictor(name, space, seed=3).fit(archs[:60], targets[:60])
+    assert isinstance(predictor, Predictor)
+    expected = predictor.predict(archs[600:])
+    assert expected.shape == (100,) and expected.dtype == np.float64 and np.isfinite(expected).all()
+    path = tmp_path / f"{name}.json"
+    predictor.save(path)
+    assert b"pickle" not in path.read_bytes()
+    loaded = load_predictor(path, space)
+    assert loaded.name == name
+    np.testing.assert_array_equal(loaded.predict(archs[600:]), expected)
+
+
+def test_cost_baselines_predict_the_cost(space, synthetic):
+    archs, targets = synthetic
+    macs = create_predictor("macs", space).fit(archs[:10], targets[:10])
+    params = create_predictor("params", space).fit(archs[:10], targets[:10])
+    np.testing.assert_array_equal(macs.predict(archs[:50]), count_macs_many(space, archs[:50], num_classes=10))
+    np.testing.assert_array_equal(params.predict(archs[:50]), count_params_many(space, archs[:50], num_classes=10))
+
+
+def test_same_seed_same_predictions(space, synthetic):
+    archs, targets = synthetic
+    first = create_predictor("lightgbm", space, seed=5).fit(archs[:100], targets[:100]).predict(archs[600:])
+    second = create_predictor("lightgbm", space, seed=5).fit(archs[:100], targets[:100]).predict(archs[600:])
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.fixture()
+def saved(space, synthetic, tmp_path):
+    archs, targets = synthetic
+    path = tmp_path / "ridge.json"
+    create_predictor("ridge", space).fit(archs[:30], targets[:30]).save(path)
+    return path
+
+
+def test_loading_with_another_space_fails(saved):
+    with pytest.raises(ValueError, match="fitted for space 'tiny', not 'attentivenas'"):
+        load_predictor(saved, load_space("attentivenas"))
+
+
+def test_loading_with_a_changed_space_definition_fails(space, saved):
+    changed = replace(space, resolution=(16, 24, 32))
+    assert space_fingerprint(changed) != space_fingerprint(space)
+    with pytest.raises(ValueError, match="another definition of space 'tiny'"):
+        load_predictor(saved, changed)
+    described = replace(space, description="renamed only")
+    assert isinstance(load_predictor(saved, described), Predictor)  # the description is not the definition
+
+
+def test_tampered_and_corrupt_files_fail(space, saved, tmp_path):
+    data = json.loads(saved.read_text())
+    data["payload"]["targets"][0] += 0.5
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="checksum"):
+        load_predictor(tampered, space)
+    data = json.loads(saved.read_text())
+    data["settings"]["alphas"] = [1.0]
+    tampered.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="checksum"):
+        load_predictor(tampered, space)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(saved.read_text()[:200])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_predictor(truncated, space)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a predictor file"):
+        load_predictor(other, space)
+    with pytest.raises(ValueError, match="not found"):
+        load_predictor(tmp_path / "missing.json", space)
+
+
+def test_lightgbm_file_is_tamper_checked(space, synthetic, tmp_path):
+    archs, targets = synthetic
+    path = tmp_path / "lightgbm.json"
+    create_predictor("lightgbm", space).fit(archs[:50], targets[:50]).save(path)
+    data = json.loads(path.read_text())
+    data["payload"]["model_text"] = data["payload"]["model_text"].replace("leaf_value=", "leaf_value=1", 1)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="checksum"):
+        load_predictor(path, space)
+
+
+def test_bad_fit_and_predict_inputs(space, synthetic, tmp_path):
+    archs, targets = synthetic
+    predictor = create_predictor("lightgbm", space)
+    with pytest.raises(ValueError, match="not fitted"):
+        predictor.predict(archs[:3])
+    with pytest.raises(ValueError, match="not fitted"):
+        predictor.save(tmp_path / "unfitted.json")
+    with pytest.raises(ValueError, match="5 archs but 4 targets"):
+        predictor.fit(archs[:5], targets[:4])
+    with pytest.raises(ValueError, match="finite"):
+        predictor.fit(archs[:5], [0.1, 0.2, np.nan, 0.3, 0.4])
+    with pytest.raises(ValueError, match="another space"):
+        predictor.fit([load_space("attentivenas").min_arch()] * 3, [0.1, 0.2, 0.3])
