@@ -12,10 +12,21 @@ import torch
 __all__ = ["atomic_save", "load_checkpoint"]
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def atomic_save(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` so a crash at any point leaves the previous file intact."""
+    """Write ``state`` to ``path`` so a crash at any point leaves the previous file intact.
+
+    The state goes to a hidden temp file beside ``path`` (fsynced), which then replaces ``path``. Temp
+    files left by a writer that was killed before the rename are removed first; readers only ever open
+    ``path`` itself.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
+        stale.unlink(missing_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             torch.save(state, handle)
@@ -25,6 +36,21 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

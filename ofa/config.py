@@ -105,7 +105,10 @@ def config_from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     try:
         return cls(**values)
     except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+        message = str(error)
+        if message.startswith((f"{where}.", f"{where}:")):  # the section already named itself
+            raise ValueError(message) from None
+        raise ValueError(f"{where}: {message}") from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

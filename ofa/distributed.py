@@ -42,19 +42,39 @@ class DistributedContext:
         return tensor
 
     def all_reduce_gradients(self, model: nn.Module) -> None:
-        """Average every parameter's gradient over ranks (missing gradients count as zero)."""
+        """Average every parameter's gradient over ranks, in one reduction.
+
+        A gradient missing on a rank counts as zero; a parameter without a gradient on every rank keeps
+        none (as in a single process, so the optimizer skips it rather than decaying it).
+        """
         if not self.enabled:
             return
         parameters = [p for p in model.parameters() if p.requires_grad]
-        for parameter in parameters:
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
-        flat = torch.cat([p.grad.reshape(-1) for p in parameters])
-        self.all_reduce_mean(flat)
+        if not parameters:
+            return
+        reference = parameters[0]
+        pieces = [
+            torch.zeros(p.numel(), dtype=reference.dtype, device=reference.device)
+            if p.grad is None
+            else p.grad.reshape(-1).to(reference.dtype)
+            for p in parameters
+        ]
+        has_gradient = torch.tensor(
+            [p.grad is not None for p in parameters], dtype=reference.dtype, device=reference.device
+        )
+        flat = torch.cat([*pieces, has_gradient])
+        dist.all_reduce(flat)
+        flat /= self.world_size
         offset = 0
-        for parameter in parameters:
+        reached = (flat[-len(parameters) :] > 0).tolist()
+        for index, parameter in enumerate(parameters):
             count = parameter.numel()
-            parameter.grad.copy_(flat[offset : offset + count].view_as(parameter))
+            if reached[index]:
+                gradient = flat[offset : offset + count].view_as(parameter).to(parameter.dtype)
+                if parameter.grad is None:
+                    parameter.grad = gradient.clone()
+                else:
+                    parameter.grad.copy_(gradient)
             offset += count
 
     def broadcast_parameters(self, model: nn.Module) -> None:

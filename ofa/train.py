@@ -121,9 +121,10 @@ class StepSettings:
     bf16: bool
 
 
-def _check_finite(loss: torch.Tensor, slot: str) -> None:
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(f"the loss of the {slot} subnet is {loss.item()}")
+def _slot_name(slot: int, count: int) -> str:
+    if slot == 0:
+        return "largest"
+    return "smallest" if slot == count - 1 else f"sampled #{slot}"
 
 
 def sandwich_step(
@@ -138,7 +139,10 @@ def sandwich_step(
     """One optimizer step over ``archs`` = [max, sampled..., min]; returns the loss of each slot.
 
     The first arch learns from the labels, the others from its detached predictions; every subnet sees
-    the batch resized to its own resolution.
+    the batch resized to its own resolution. The returned losses are averaged over ranks.
+
+    Raises:
+        TrainingDivergedError: a loss is NaN or infinite (on any rank); the weights are left untouched.
     """
     if len(archs) < 2:
         raise ValueError(f"a sandwich step needs at least the max and min subnets, got {len(archs)} archs")
@@ -151,24 +155,27 @@ def sandwich_step(
     with autocast:
         logits = supernet(resize_to(images, archs[0].resolution))
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
-    _check_finite(loss, "largest")
     loss.backward()
-    losses.append(loss.item())
+    losses.append(loss.detach())
     teacher = F.softmax(logits.detach().float(), dim=1)
     # sampled and smallest subnets: in-place distillation
     supernet.set_dropout(0.0)
-    for slot, arch in enumerate(archs[1:], start=1):
+    for arch in archs[1:]:
         supernet.set_active(arch)
         with autocast:
             loss = soft_cross_entropy(supernet(resize_to(images, arch.resolution)).float(), teacher)
-        _check_finite(loss, "smallest" if slot == len(archs) - 1 else f"sampled #{slot}")
         loss.backward()
-        losses.append(loss.item())
+        losses.append(loss.detach())
+    # every rank sees the same losses, so all of them stop together when one diverges
+    values = context.all_reduce_mean(torch.stack(losses)).tolist()
+    for slot, value in enumerate(values):
+        if not math.isfinite(value):
+            raise TrainingDivergedError(f"the loss of the {_slot_name(slot, len(archs))} subnet is {value}")
     context.all_reduce_gradients(supernet)
     if settings.grad_clip_value > 0:
         nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
     optimizer.step()
-    return losses
+    return values
 
 
 def python_rng_state(rng: random.Random) -> list:

@@ -64,8 +64,13 @@ class OptimSection:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_epochs < 0 or self.grad_clip_value < 0 or self.weight_decay < 0:
-            raise ValueError("warmup_epochs, grad_clip_value and weight_decay must be >= 0")
+        for name in ("momentum", "warmup_epochs", "grad_clip_value", "weight_decay", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0, got momentum 0; set nesterov: false or a momentum")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be <= lr ({self.lr}), got {self.min_lr}")
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,9 @@ class SamplerSection:
             raise ValueError(f"sampler.num_subnets (n) must be >= 2 (max and min), got {self.num_subnets}")
         if self.num_candidates < 1:
             raise ValueError(f"sampler.num_candidates (k) must be >= 1, got {self.num_candidates}")
-        if self.flops_bins < 1 or self.flops_samples < 1 or self.max_tries < 1:
-            raise ValueError("sampler.flops_bins, flops_samples and max_tries must be >= 1")
+        for name in ("flops_bins", "flops_samples", "max_tries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sampler.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,9 @@ class GuideSection:
     model: str = "lightgbm"
 
     def __post_init__(self) -> None:
-        if self.warmup_epochs < 0 or self.refit_every < 0:
-            raise ValueError("guide.warmup_epochs and guide.refit_every must be >= 0")
+        for name in ("warmup_epochs", "refit_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"guide.{name} must be >= 0, got {getattr(self, name)}")
         if self.num_archs < 8:
             raise ValueError(f"guide.num_archs must be >= 8 to fit a predictor, got {self.num_archs}")
 
@@ -120,8 +127,9 @@ class CalibrationSection:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_batches < 1 or self.batch_size < 1:
-            raise ValueError("calibration.num_batches and calibration.batch_size must be >= 1")
+        for name in ("num_batches", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"calibration.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ A run directory holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per e
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import random
 import sys
@@ -33,6 +34,7 @@ from ofa.space import Arch, SearchSpace, load_space
 from ofa.supernet import Supernet
 from ofa.train import (
     StepSettings,
+    TrainingDivergedError,
     build_optimizer,
     build_scheduler,
     loss_scorer,
@@ -70,7 +72,8 @@ class TrainResult:
     val_acc_max: float
     val_acc_min: float
     seconds: float
-    trained_archs: list[list[Arch]] = field(default_factory=list)
+    trained_archs: list[list[Arch]] = field(default_factory=list)  # the sampled archs of every step run
+    supernet: Supernet | None = field(default=None, repr=False)  # the trained weights (every rank has them)
 
 
 def build_data(config: TrainConfig, space: SearchSpace) -> DataBundle:
@@ -90,12 +93,17 @@ def build_data(config: TrainConfig, space: SearchSpace) -> DataBundle:
     )
 
 
-def _check_resume(state: dict, space: SearchSpace, num_classes: int, path: Path) -> None:
+def _check_resume_space(state: dict, space: SearchSpace, path: Path) -> None:
     if state["space"] != space.to_dict():
+        trained = state["space"].get("name")
+        which = f"another definition of space {space.name!r}" if trained == space.name else f"space {trained!r}"
         raise ValueError(
-            f"cannot resume {path}: it was trained on space {state['space'].get('name')!r}, "
-            f"the config asks for space {space.name!r}"
+            f"cannot resume {path}: it was trained on {which}, the config asks for space {space.name!r}; "
+            "resume with the run's own config or start a new run (another name)"
         )
+
+
+def _check_resume_classes(state: dict, num_classes: int, path: Path) -> None:
     if state["num_classes"] != num_classes:
         raise ValueError(f"cannot resume {path}: it has {state['num_classes']} classes, the data has {num_classes}")
 
@@ -151,35 +159,62 @@ def _write_metrics(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop rows of epochs after the checkpoint (a run killed after logging, before saving)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= epochs_done]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+def _truncate_logs(run_dir: Path, epochs_done: int) -> None:
+    """Drop the ``metrics.csv`` rows and ``archs.jsonl`` lines of epochs after the checkpoint.
+
+    A run killed after logging an epoch but before saving its checkpoint repeats that epoch on resume,
+    and a fresh run (``epochs_done`` 0) must not continue the logs of an attempt that saved nothing.
+    """
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():
+        with metrics.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if _row_epoch(row) <= epochs_done]
+        with metrics.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    archs = run_dir / "archs.jsonl"
+    if archs.is_file():
+        kept = [line for line in archs.read_text().splitlines() if _complete_line_epoch(line) <= epochs_done]
+        archs.write_text("".join(line + "\n" for line in kept))
+
+
+def _row_epoch(row: dict) -> float:
+    """The epoch of one ``metrics.csv`` row; a row cut short by a crash counts as after every epoch."""
+    try:
+        return int(row["epoch"]) if row.get(METRIC_COLUMNS[-1]) not in (None, "") else float("inf")
+    except (ValueError, TypeError):
+        return float("inf")
+
+
+def _complete_line_epoch(line: str) -> float:
+    """The epoch of one ``archs.jsonl`` line; a line cut short by a crash counts as after every epoch."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool | None = None) -> TrainResult:
     """Train a supernet as ``config`` says; with ``resume`` continue the run in ``config.run_dir`` exactly.
 
-    Every input is checked before the first step: bad values raise ``ValueError``.
+    Every input is checked before the first step: bad values raise ``ValueError``. A NaN or infinite loss
+    (or weights) raises :class:`~ofa.train.TrainingDivergedError`; the last good checkpoint is kept.
     """
     started = time.perf_counter()
     context = init_distributed(config.device)
     space = load_space(config.model.space)
-    data = build_data(config, space)
     run_dir = config.run_dir
     latest, best = run_dir / "checkpoints" / "latest.pt", run_dir / "checkpoints" / "best.pt"
     state = None
     if resume:
         state = load_checkpoint(latest)
-        _check_resume(state, space, data.num_classes, latest)
+        _check_resume_space(state, space, latest)
     elif latest.exists():
         raise ValueError(f"run directory {run_dir} already has a checkpoint: resume it or choose another name")
+    data = build_data(config, space)
+    if state is not None:
+        _check_resume_classes(state, data.num_classes, latest)
     guide = PredictorGuide(config, space, run_dir) if config.guide.enabled else None
     predictor_scorer = _static_predictor_scorer(config, space)
     archs_source = _ArchSource(config, space, data.num_classes, Path(config.out_dir) / ".cache")
@@ -188,6 +223,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         space_record = {"space": space.to_dict(), "num_classes": data.num_classes}
         (run_dir / "space.json").write_text(json.dumps(space_record, indent=1))
+        _truncate_logs(run_dir, state["epoch"] if state is not None else 0)
 
     if config.cpu_threads and context.device.type == "cpu":
         torch.set_num_threads(config.cpu_threads)
@@ -235,8 +271,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         start_epoch, best_accuracy = state["epoch"], state["best_accuracy"]
         if guide is not None:
             guide.load_state(state.get("guide"))
-        if context.is_main:
-            _truncate_metrics(run_dir / "metrics.csv", start_epoch)
     settings = StepSettings(
         config.optim.label_smoothing, config.model.dropout, config.optim.grad_clip_value, config.bf16
     )
@@ -245,94 +279,110 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
     trained: list[list[Arch]] = []
     last: dict[str, Evaluation] = {}
     max_arch, min_arch = space.max_arch(), space.min_arch()
-    for epoch in range(start_epoch, config.epochs):
-        epoch_started = time.perf_counter()
-        if guide is not None:
-            guide.maybe_refit(epoch, supernet, calibration, val_loader, test_loader)
-        warming_up = guide is not None and not guide.ready
-        scorer = guide.scorer if guide is not None and guide.ready else predictor_scorer
-        sampler.set_epoch(epoch)
-        data.train.set_epoch(epoch)
-        loader_generator.manual_seed(config.seed * 1_000_003 + epoch)
-        sums = np.zeros(config.sampler.num_subnets)
-        epoch_archs: list[list[Arch]] = []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
-        for step, (images, labels) in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            images, labels = images.to(context.device), labels.to(context.device)
+    epoch, epoch_archs = 0, []
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            if guide is not None:
+                guide.maybe_refit(epoch, supernet, calibration, val_loader, test_loader)
+            warming_up = guide is not None and not guide.ready
+            scorer = guide.scorer if guide is not None and guide.ready else predictor_scorer
+            sampler.set_epoch(epoch)
+            data.train.set_epoch(epoch)
+            loader_generator.manual_seed(config.seed * 1_000_003 + epoch)
+            sums = np.zeros(config.sampler.num_subnets)
+            epoch_archs: list[list[Arch]] = []
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
+            for images, labels in itertools.islice(loader, steps_per_epoch):
+                images, labels = images.to(context.device), labels.to(context.device)
 
-            def batch_scorer(images: torch.Tensor = images, labels: torch.Tensor = labels) -> Callable:
-                return loss_scorer(supernet, images, labels, config.optim.label_smoothing, context)
+                def batch_scorer(images: torch.Tensor = images, labels: torch.Tensor = labels) -> Callable:
+                    return loss_scorer(supernet, images, labels, config.optim.label_smoothing, context)
 
-            sampled = archs_source.sample(rng, config.sampler.num_subnets - 2, batch_scorer, scorer, warming_up)
-            losses = sandwich_step(
-                supernet, images, labels, [max_arch, *sampled, min_arch], optimizer, settings, context
-            )
-            scheduler.step()
-            sums += losses
-            epoch_archs.append(sampled)
-            bar.update(1)
-            bar.set_postfix(loss_max=f"{losses[0]:.3f}", loss_min=f"{losses[-1]:.3f}")
-        bar.close()
-        train_seconds = time.perf_counter() - epoch_started
-        last = {
-            "max": evaluate_arch(supernet, max_arch, calibration, val_loader),
-            "min": evaluate_arch(supernet, min_arch, calibration, val_loader),
-        }
-        supernet.train()
-        trained.extend(epoch_archs)
-        means = sums / max(1, len(epoch_archs))
-        row = {
-            "epoch": epoch + 1,
-            "loss_max": round(float(means[0]), 5),
-            "loss_sampled": round(float(means[1:-1].mean()), 5) if len(means) > 2 else "",
-            "loss_min": round(float(means[-1]), 5),
-            "val_acc_max": round(last["max"].accuracy, 5),
-            "val_acc_min": round(last["min"].accuracy, 5),
-            "val_loss_max": round(last["max"].loss, 5),
-            "val_loss_min": round(last["min"].loss, 5),
-            "lr": round(scheduler.get_last_lr()[0], 6),
-            "images_per_s": round(len(epoch_archs) * config.data.batch_size / train_seconds, 1),
-            "epoch_seconds": round(time.perf_counter() - epoch_started, 2),
-            "sampler": "uniform-warmup" if warming_up else config.sampler.name,
-            "distinct_archs": len({arch for archs in epoch_archs for arch in archs}),
-        }
-        improved = last["max"].accuracy > best_accuracy
-        best_accuracy = max(best_accuracy, last["max"].accuracy)
-        if context.is_main:
-            _log_epoch(run_dir, row, epoch_archs, epoch, writer, show)
-            checkpoint = {
-                "format": 1,
-                "epoch": epoch + 1,
-                "config": config_to_dict(config),
-                "space": space.to_dict(),
-                "num_classes": data.num_classes,
-                "normalization": {"mean": list(data.mean), "std": list(data.std)},
-                "model": supernet.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler_rng": python_rng_state(rng),
-                "torch_rng": torch.get_rng_state(),
-                "best_accuracy": best_accuracy,
-                "guide": guide.state() if guide is not None else None,
-                "metrics": row,
+                sampled = archs_source.sample(rng, config.sampler.num_subnets - 2, batch_scorer, scorer, warming_up)
+                losses = sandwich_step(
+                    supernet, images, labels, [max_arch, *sampled, min_arch], optimizer, settings, context
+                )
+                scheduler.step()
+                sums += losses
+                epoch_archs.append(sampled)
+                bar.update(1)
+                bar.set_postfix(loss_max=f"{losses[0]:.3f}", loss_min=f"{losses[-1]:.3f}")
+            bar.close()
+            _check_finite_weights(supernet)
+            train_seconds = time.perf_counter() - epoch_started
+            last = {
+                "max": evaluate_arch(supernet, max_arch, calibration, val_loader),
+                "min": evaluate_arch(supernet, min_arch, calibration, val_loader),
             }
-            atomic_save(checkpoint, latest)
-            if improved:
-                atomic_save(checkpoint, best)
-    if writer is not None:
-        writer.close()
+            supernet.train()
+            trained.extend(epoch_archs)
+            means = sums / max(1, len(epoch_archs))
+            row = {
+                "epoch": epoch + 1,
+                "loss_max": round(float(means[0]), 5),
+                "loss_sampled": round(float(means[1:-1].mean()), 5) if len(means) > 2 else "",
+                "loss_min": round(float(means[-1]), 5),
+                "val_acc_max": round(last["max"].accuracy, 5),
+                "val_acc_min": round(last["min"].accuracy, 5),
+                "val_loss_max": round(last["max"].loss, 5),
+                "val_loss_min": round(last["min"].loss, 5),
+                "lr": round(scheduler.get_last_lr()[0], 6),
+                "images_per_s": round(len(epoch_archs) * config.data.batch_size / train_seconds, 1),
+                "epoch_seconds": round(time.perf_counter() - epoch_started, 2),
+                "sampler": "uniform-warmup" if warming_up else config.sampler.name,
+                "distinct_archs": len({arch for archs in epoch_archs for arch in archs}),
+            }
+            improved = last["max"].accuracy > best_accuracy
+            best_accuracy = max(best_accuracy, last["max"].accuracy)
+            if context.is_main:
+                _log_epoch(run_dir, row, epoch_archs, epoch, writer, show)
+                checkpoint = {
+                    "format": 1,
+                    "epoch": epoch + 1,
+                    "config": config_to_dict(config),
+                    "space": space.to_dict(),
+                    "num_classes": data.num_classes,
+                    "normalization": {"mean": list(data.mean), "std": list(data.std)},
+                    "model": supernet.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler_rng": python_rng_state(rng),
+                    "torch_rng": torch.get_rng_state(),
+                    "best_accuracy": best_accuracy,
+                    "guide": guide.state() if guide is not None else None,
+                    "metrics": row,
+                }
+                atomic_save(checkpoint, latest)
+                if improved:
+                    atomic_save(checkpoint, best)
+    except TrainingDivergedError as error:
+        kept = f"the last good checkpoint is {latest} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
+        step = len(epoch_archs)  # steps done in this epoch; all of them when the weights check failed
+        where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step < steps_per_epoch else "")
+        raise TrainingDivergedError(f"training diverged in {where}: {error}; {kept}") from None
+    finally:
+        if writer is not None:
+            writer.close()
     if last:
         val_max, val_min = last["max"].accuracy, last["min"].accuracy
     else:  # nothing left to train after a resume
         val_max, val_min = state["metrics"]["val_acc_max"], state["metrics"]["val_acc_min"]
-    return TrainResult(run_dir, config.epochs, val_max, val_min, time.perf_counter() - started, trained)
+    seconds = time.perf_counter() - started
+    return TrainResult(run_dir, config.epochs, val_max, val_min, seconds, trained, supernet)
+
+
+def _check_finite_weights(supernet: Supernet) -> None:
+    """Weights made NaN or infinite by a step (finite loss, overflowing gradients) are never saved."""
+    for name, parameter in supernet.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingDivergedError(f"parameter {name} holds NaN or infinite values")
 
 
 def _static_predictor_scorer(config: TrainConfig, space: SearchSpace) -> Callable | None:
     """The scorer of a fitted predictor file named in the config (checked before training starts)."""
-    if config.sampler.scorer != "predictor" or config.guide.enabled:
+    attentive = config.sampler.name in ("bestup", "worstup")
+    if not attentive or config.sampler.scorer != "predictor" or config.guide.enabled:
         return None
     if config.sampler.predictor is None:
         raise ValueError(
