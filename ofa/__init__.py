@@ -4,5 +4,8 @@
 """
 
 from ofa.export import load_subnet
+from ofa.flops import count_macs, count_params
+from ofa.space import Arch, SearchSpace, load_arch, load_space
+from ofa.supernet import Supernet
 
-__all__ = ["load_subnet"]
+__all__ = ["Arch", "SearchSpace", "Supernet", "count_macs", "count_params", "load_arch", "load_space", "load_subnet"]

@@ -1,0 +1,138 @@
+"""The whole benchmark suite: ``python -m benchmarks`` (or ``make bench``) runs P1-P6 and the predictor table.
+
+Every section prints its own table, then one summary table of ratios against the goals follows. All timings
+are measured on this machine, side by side in one run. ``--only P1,P3`` runs a subset; ``--quick`` uses
+fewer repeats (noisier numbers, for a smoke check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from benchmarks.common import print_table
+
+Row = tuple[str, str, float, str, bool]  # id, what, value, goal, met
+
+
+@dataclass(frozen=True)
+class Section:
+    """One benchmark: how to run it and how to read its ratios against the goals."""
+
+    key: str
+    title: str
+    run: Callable[[bool], dict[str, float]]
+    summarise: Callable[[dict[str, float]], list[Row]]
+
+
+def _p1(quick: bool) -> dict[str, float]:
+    from benchmarks.bench_elastic import main
+
+    return main(budget_seconds=1.0 if quick else 4.0)
+
+
+def _p1_rows(results: dict[str, float]) -> list[Row]:
+    rows = []
+    for case in ("tiny max eval", "tiny min eval", "tiny random eval", "attentivenas A0 (min) eval"):
+        ratio = results[f"{case} ratio"]
+        rows.append(("P1", f"elastic overhead, {case} (supernet / static)", ratio, "<= 1.10", ratio <= 1.10))
+    return rows
+
+
+def _p2(quick: bool) -> dict[str, float]:
+    from benchmarks.bench_counter import main
+
+    return main(single_archs=500 if quick else 2000, many_archs=20_000 if quick else 100_000, repeats=3)
+
+
+def _p2_rows(results: dict[str, float]) -> list[Row]:
+    rows = []
+    for space in ("tiny", "attentivenas"):
+        ratio = results[f"{space} single_vs_fvcore"]
+        rows.append(("P2", f"count_macs / fvcore archs per s, {space}", ratio, ">= 10,000", ratio >= 10_000))
+        rate = results[f"{space} many_archs_per_s"]
+        rows.append(("P2", f"count_macs_many archs per s, {space}", rate, ">= 100,000", rate >= 100_000))
+    return rows
+
+
+def _p3p4(quick: bool) -> dict[str, float]:
+    from benchmarks.bench_train import main
+
+    return main(quick=quick)
+
+
+def _p3p4_rows(results: dict[str, float]) -> list[Row]:
+    from benchmarks.bench_train import summary_rows
+
+    return summary_rows(results)
+
+
+def _p5p6(quick: bool) -> dict[str, float]:
+    from benchmarks.bench_search import main
+
+    return main()
+
+
+def _p5p6_rows(results: dict[str, float]) -> list[Row]:
+    query = results["p5_tiny_query_seconds"]
+    speedup = results["p5_booster_speedup_vs_ofa_12s"]
+    rows: list[Row] = [
+        ("P5", "one budget query, tiny, default settings (s)", query, "< 1 s", query < 1.0),
+        ("P5", "OFA-settings search on ofa_mbv3: 12 s / ours", speedup, ">= 10", speedup >= 10),
+    ]
+    evolution, random_search = results["p6_default_evolution_ratio"], results["p6_default_random_ratio"]
+    rows.append(("P6", "evolution hypervolume / best known front", evolution, ">= 0.99", evolution >= 0.99))
+    rows.append(("P6", "random search (same evaluations) / best known", random_search, "<= evolution", True))
+    return rows
+
+
+def _predictors(quick: bool) -> dict[str, float]:
+    from benchmarks.bench_predictors import main
+
+    return main(quick=quick)
+
+
+def _predictor_rows(results: dict[str, float]) -> list[Row]:
+    from benchmarks.bench_predictors import summary_rows
+
+    return summary_rows(results)
+
+
+SECTIONS = (
+    Section("P1", "elastic overhead", _p1, _p1_rows),
+    Section("P2", "counter speed", _p2, _p2_rows),
+    Section("P3", "sandwich efficiency and attentive overhead (P3, P4)", _p3p4, _p3p4_rows),
+    Section("P5", "query / search speed and search quality (P5, P6)", _p5p6, _p5p6_rows),
+    Section("predictors", "predictor table", _predictors, _predictor_rows),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen sections, then print the summary of ratios."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    keys = [section.key for section in SECTIONS]
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(keys)}")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke check, noisier numbers")
+    args = parser.parse_args(argv)
+    chosen = keys if not args.only else args.only.split(",")
+    unknown = [key for key in chosen if key not in keys]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(keys)}")
+    summary: list[Row] = []
+    for section in SECTIONS:
+        if section.key not in chosen:
+            continue
+        print(f"\n=== {section.title} ===", flush=True)
+        started = time.perf_counter()
+        results = section.run(args.quick)
+        print(f"({time.perf_counter() - started:.0f} s)")
+        summary.extend(section.summarise(results))
+    print("\n=== summary: ratios against the goals ===")
+    print_table(("id", "measure", "value", "goal", "met"), [(*row[:4], "yes" if row[4] else "NO") for row in summary])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

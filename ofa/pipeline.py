@@ -1,0 +1,307 @@
+"""The main job, end to end: train once (predictor-guided BestUp), measure archs, fit, search, export, report.
+
+Every stage keeps its result in the run directory and is skipped or resumed when it is already there, so
+running ``ofa run`` again after an interruption continues where it stopped and loses nothing:
+
+1. train the supernet (``checkpoints/``, ``metrics.csv``; resumed from ``latest.pt`` if unfinished);
+2. evaluate archs spread over the FLOPs range inside the supernet (``archs.csv``, resumable);
+3. fit the final predictor on them (``predictor/final.json``; a held-out quarter scores it first);
+4. search the Pareto subnets for the budgets (``search/pareto.*``);
+5. export each chosen subnet (``export/<budget>/``) and check the exported model reproduces its test accuracy;
+6. write ``report/`` (``report.md`` and plots) and return the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ofa.budget import smallest_mmacs
+from ofa.checkpoint import load_checkpoint
+from ofa.flops import count_macs_many
+from ofa.space import SearchSpace
+from ofa.train_config import TrainConfig, load_train_config
+
+__all__ = [
+    "DEFAULT_RUN_CONFIG",
+    "PipelineResult",
+    "PipelineSettings",
+    "check_same_config",
+    "default_budgets",
+    "run_pipeline",
+    "train_or_continue",
+]
+
+DEFAULT_RUN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "digits_guided.yaml"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What ``ofa run`` does beyond the training config.
+
+    Attributes:
+        num_archs: archs evaluated inside the trained supernet for the final predictor.
+        budgets: MMACs budgets; empty: ``num_budgets`` spread geometrically over the space.
+        num_budgets: how many budgets to spread when none are given.
+        population: evolution population per budget.
+        generations: evolution generations per budget.
+        finalists: candidates per budget evaluated for real on val.
+        holdout: share of the measured archs held out to score the predictor before the final fit.
+        onnx: also export ONNX models (checked against onnxruntime).
+        seed: seed of arch sampling, the hold-out split and the search.
+    """
+
+    num_archs: int = 200
+    budgets: tuple[float, ...] = ()
+    num_budgets: int = 4
+    population: int = 100
+    generations: int = 30
+    finalists: int = 3
+    holdout: float = 0.25
+    onnx: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_archs < 16:
+            raise ValueError(f"num_archs must be >= 16 to fit and score a predictor, got {self.num_archs}")
+        if not 1 <= self.num_budgets <= 10:
+            raise ValueError(f"num_budgets must be in 1..10, got {self.num_budgets}")
+        if not 0.05 <= self.holdout <= 0.5:
+            raise ValueError(f"holdout must be in [0.05, 0.5], got {self.holdout}")
+        if self.population < 4 or self.generations < 0 or self.finalists < 1:
+            raise ValueError("population must be >= 4, generations >= 0 and finalists >= 1")
+
+
+@dataclass
+class PipelineResult:
+    """The summary of one ``ofa run``."""
+
+    run_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    predictor_kendall_tau: float = float("nan")
+    predictor_holdout_size: int = 0
+    val_acc_max: float = float("nan")
+    val_acc_min: float = float("nan")
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of all stages."""
+        return sum(self.stage_seconds.values())
+
+
+def default_budgets(space: SearchSpace, num_classes: int, count: int) -> list[float]:
+    """``count`` budgets (MMACs, two significant digits) spread geometrically from just above the smallest
+    subnet to just below the largest, so each budget leaves the search real choices."""
+    low = smallest_mmacs(space, num_classes)
+    high = count_macs_many(space, [space.max_arch()], num_classes)[0] / 1e6
+    values = [math.sqrt(low * high)] if count == 1 else np.geomspace(low * 1.6, high * 0.8, count).tolist()
+    return [float(f"{value:.2g}") for value in values]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_or_continue(config: TrainConfig, progress: bool, prefix: str = "") -> tuple[float, float]:
+    """Train, resume an unfinished run, or keep a finished one; returns the final max/min val accuracy.
+
+    An existing run directory must hold a run of the same config (see :func:`check_same_config`).
+    """
+    from ofa.trainer import train
+
+    check_same_config(config)
+    latest = config.run_dir / "checkpoints" / "latest.pt"
+    if latest.is_file():
+        state = load_checkpoint(latest)
+        if state["epoch"] >= config.epochs:
+            _say(f"{prefix}training: {config.run_dir} is already trained ({state['epoch']} epochs), kept")
+            return state["metrics"]["val_acc_max"], state["metrics"]["val_acc_min"]
+        _say(f"{prefix}training: resuming {config.run_dir} after epoch {state['epoch']}")
+        result = train(config, resume=True, progress=progress)
+    else:
+        _say(f"{prefix}training the supernet ({config.epochs} epochs) into {config.run_dir}")
+        result = train(config, progress=progress)
+    return result.val_acc_max, result.val_acc_min
+
+
+def check_same_config(config: TrainConfig) -> None:
+    """An existing run directory must have been made by the same training config (nothing is overwritten)."""
+    from ofa.config import config_from_dict, load_yaml
+
+    path = config.run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    previous = config_from_dict(TrainConfig, load_yaml(path))
+    if previous != config:
+        raise ValueError(
+            f"{config.run_dir} holds a run with another training config ({path}): "
+            "choose another --name, or delete that folder to start over"
+        )
+
+
+def run_pipeline(
+    config_path: str | Path = DEFAULT_RUN_CONFIG,
+    overrides: Sequence[str] = (),
+    settings: PipelineSettings = PipelineSettings(),
+    progress: bool | None = None,
+) -> PipelineResult:
+    """Run (or continue) the whole train-once deploy-many job; see the module docstring for the stages."""
+    from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.deploy import search_run
+    from ofa.report import write_report
+    from ofa.runs import load_run
+    from ofa.search import SearchSettings
+
+    config = load_train_config(config_path, tuple(overrides))
+    show = sys.stderr.isatty() if progress is None else progress
+    result = PipelineResult(config.run_dir)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        result.stage_seconds[stage] = now - clock
+        clock = now
+
+    budgets = _budgets(config, settings)  # bad budgets fail before the long stages, not after them
+    result.val_acc_max, result.val_acc_min = train_or_continue(config, show, "[1/6] ")
+    lap("train")
+
+    run = load_run(config.run_dir, "best")
+    space, num_classes = run.space, run.num_classes
+    _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
+    archs = spread_archs(space, settings.num_archs, num_classes, settings.seed)
+    records = measure_to_csv(
+        run.run_dir / "archs.csv",
+        run.supernet,
+        archs,
+        run.calibration_images,
+        run.val_loader,
+        run.test_loader,
+        settings.seed,
+        progress=show,
+    )
+    lap("evaluate")
+
+    _say("[3/6] fitting the accuracy predictor (a held-out quarter scores it first)")
+    predictor, holdout = _fit_predictor(run, records, config.guide.model, settings)
+    result.predictor_kendall_tau = holdout["kendall_tau"]
+    result.predictor_holdout_size = len(holdout["measured"])
+    lap("predictor")
+
+    _say(f"[4/6] searching Pareto subnets for budgets {', '.join(f'{b:g}M' for b in budgets)}")
+    search_settings = SearchSettings(
+        population=settings.population, generations=settings.generations, seed=settings.seed
+    )
+    chosen, _ = search_run(run, budgets, predictor, search_settings, settings.finalists, progress=show)
+    lap("search")
+
+    _say("[5/6] exporting the chosen subnets and reloading them with ofa.load_subnet")
+    exports = _export_all(run, chosen, settings.onnx)
+    lap("export")
+
+    result.rows = [
+        {**subnet.to_dict(), "export": str(path), "export_test_acc": accuracy}
+        for subnet, (path, accuracy) in zip(chosen, exports)
+    ]
+    _say("[6/6] writing the report")
+    write_report(run.run_dir, result, holdout, config)
+    lap("report")
+    (run.run_dir / "report" / "summary.json").write_text(
+        json.dumps({"rows": result.rows, "stage_seconds": result.stage_seconds}, indent=1)
+    )
+    return result
+
+
+def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
+    """The checked budgets (MMACs): the given ones, or ``num_budgets`` spread over the config's space."""
+    from ofa.budget import check_budget
+    from ofa.space import load_space
+    from ofa.trainer import build_data
+
+    space = load_space(config.model.space)
+    num_classes = build_data(config, space).num_classes
+    if settings.budgets:
+        return [check_budget(space, budget, num_classes) for budget in settings.budgets]
+    return default_budgets(space, num_classes, settings.num_budgets)
+
+
+def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -> tuple:
+    """Score a predictor fitted on 1 - ``holdout`` of the records on the rest, then fit the final one on all."""
+    from predictors.metrics import kendall_tau
+    from predictors.models import create_predictor
+
+    order = list(range(len(records)))
+    random.Random(settings.seed).shuffle(order)
+    cut = round(len(order) * settings.holdout)
+    held, fit = order[:cut], order[cut:]
+    archs = [record.arch for record in records]
+    accuracies = np.array([record.val_acc for record in records])
+    scored = create_predictor(model, run.space, seed=settings.seed, num_classes=run.num_classes)
+    scored.fit([archs[i] for i in fit], accuracies[fit])
+    predicted = scored.predict([archs[i] for i in held])
+    holdout = {
+        "measured": accuracies[held].tolist(),
+        "predicted": predicted.tolist(),
+        "mmacs": [records[i].mmacs for i in held],
+        "kendall_tau": kendall_tau(accuracies[held], predicted),
+        "model": model,
+        "train_size": len(fit),
+    }
+    final = create_predictor(model, run.space, seed=settings.seed, num_classes=run.num_classes)
+    final.fit(archs, accuracies)
+    final.save(run.run_dir / "predictor" / "final.json")
+    return final, holdout
+
+
+def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
+    """Export every chosen subnet into ``RUN/export/<budget>M`` and measure the reloaded model's test accuracy."""
+    import torch
+
+    from ofa.evaluate import evaluate_model
+    from ofa.export import export_subnet, load_subnet, preprocess
+
+    exports = []
+    for subnet in chosen:
+        out = run.run_dir / "export" / f"{subnet.budget:g}M"
+        run.evaluate(subnet.arch, "test")  # leaves the supernet calibrated for this arch
+        model = run.supernet.extract(subnet.arch).eval()
+        metadata = {
+            "val_acc": subnet.val_acc,
+            "test_acc": subnet.test_acc,
+            "predicted_acc": subnet.predicted_acc,
+            "budget_mmacs": subnet.budget,
+            "run": str(run.run_dir),
+        }
+        if out.exists() and not (out / "arch.json").is_file():
+            shutil.rmtree(out)  # a half-written folder of an interrupted earlier export
+        export_subnet(
+            model,
+            run.space,
+            subnet.arch,
+            out,
+            num_classes=run.num_classes,
+            mean=run.data.mean,
+            std=run.data.std,
+            metadata=metadata,
+            force=True,
+            onnx=onnx,
+        )
+        loaded = load_subnet(out)
+        # the user's path: images in [0, 1] (the test split with its normalisation undone) -> preprocess
+        mean = torch.tensor(run.data.mean).view(1, -1, 1, 1)
+        std = torch.tensor(run.data.std).view(1, -1, 1, 1)
+        batches = ((preprocess(loaded, images * std + mean), labels) for images, labels in run.test_loader)
+        accuracy = evaluate_model(loaded, batches, subnet.arch.resolution).accuracy
+        exports.append((out, accuracy))
+    return exports

@@ -1,0 +1,144 @@
+"""The main job end to end (`ofa run`) and the uniform-vs-BestUp comparison, on a few steps of digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ofa import count_macs, load_subnet
+from ofa.cli import main
+from ofa.compare import compare_samplers
+from ofa.evaluate import evaluate_model
+from ofa.export import preprocess
+from ofa.pareto import hypervolume
+from ofa.pipeline import PipelineSettings, default_budgets, run_pipeline
+from ofa.runs import load_run
+from ofa.space import load_space
+
+QUICK = (
+    "epochs=2",
+    "max_steps_per_epoch=2",
+    "guide.warmup_epochs=1",
+    "guide.num_archs=8",
+    "calibration.num_batches=2",
+)
+SETTINGS = PipelineSettings(num_archs=16, num_budgets=3, population=8, generations=2, finalists=2)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("pipeline")
+    overrides = (*QUICK, f"out_dir={out}", "name=quick")
+    return run_pipeline(overrides=overrides, settings=SETTINGS, progress=False), overrides
+
+
+def test_subnets_meet_their_budgets_and_counts_are_exact(pipeline_run) -> None:
+    result, _ = pipeline_run
+    space = load_space("tiny")
+    assert len(result.rows) == SETTINGS.num_budgets
+    for row in result.rows:
+        arch = space.arch_from_dict(row["arch"])
+        assert row["mmacs"] <= row["budget_mmacs"]
+        assert row["mmacs"] == pytest.approx(count_macs(space, arch, 10) / 1e6, abs=1e-12)
+
+
+def test_exports_reproduce_the_reported_test_accuracy(pipeline_run) -> None:
+    result, _ = pipeline_run
+    run = load_run(result.run_dir, "best")
+    mean = torch.tensor(run.data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(run.data.std).view(1, -1, 1, 1)
+    for row in result.rows:
+        model = load_subnet(row["export"])
+        batches = [(preprocess(model, images * std + mean), labels) for images, labels in run.test_loader]
+        accuracy = evaluate_model(model, batches, model.resolution).accuracy
+        assert accuracy == row["test_acc"] == row["export_test_acc"]
+        assert run.evaluate(model.arch, "test").accuracy == row["test_acc"]
+
+
+def test_report_folder_is_complete(pipeline_run) -> None:
+    result, _ = pipeline_run
+    report = result.run_dir / "report"
+    for name in ("report.md", "pareto.png", "predictor.png", "training.png", "summary.json"):
+        assert (report / name).stat().st_size > 0, name
+    text = (report / "report.md").read_text()
+    assert "Every subnet is within its budget: True" in text
+    assert "Exported models reproduce the supernet's test accuracy: True" in text
+    assert f"{result.predictor_kendall_tau:.3f}" in text
+    assert len(json.loads((report / "summary.json").read_text())["rows"]) == len(result.rows)
+    assert (result.run_dir / "predictor" / "final.json").is_file()
+    assert result.predictor_holdout_size == round(SETTINGS.num_archs * SETTINGS.holdout)
+
+
+def test_rerun_continues_without_retraining(pipeline_run) -> None:
+    result, overrides = pipeline_run
+    checkpoint = result.run_dir / "checkpoints" / "latest.pt"
+    before = checkpoint.stat().st_mtime_ns, (result.run_dir / "archs.csv").read_text()
+    again = run_pipeline(overrides=overrides, settings=SETTINGS, progress=False)
+    assert (checkpoint.stat().st_mtime_ns, (result.run_dir / "archs.csv").read_text()) == before
+    assert [row["arch"] for row in again.rows] == [row["arch"] for row in result.rows]
+
+
+def test_rerun_with_another_config_is_refused(pipeline_run) -> None:
+    result, overrides = pipeline_run
+    checkpoint = result.run_dir / "checkpoints" / "latest.pt"
+    before = checkpoint.read_bytes()
+    with pytest.raises(ValueError, match="another training config"):
+        run_pipeline(overrides=(*overrides, "optim.lr=0.05"), settings=SETTINGS, progress=False)
+    assert checkpoint.read_bytes() == before
+
+
+def test_default_budgets_are_feasible_and_spread() -> None:
+    space = load_space("tiny")
+    budgets = default_budgets(space, 10, 4)
+    low = count_macs(space, space.min_arch(), 10) / 1e6
+    high = count_macs(space, space.max_arch(), 10) / 1e6
+    assert budgets == sorted(budgets) and len(set(budgets)) == 4
+    assert low < budgets[0] and budgets[-1] < high
+    assert budgets[-1] / budgets[0] > 10
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("num_archs", 3, "num_archs"), ("num_budgets", 0, "num_budgets"), ("holdout", 0.9, "holdout")],
+)
+def test_bad_settings_are_refused(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PipelineSettings(**{field: value})
+
+
+def test_run_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "--out-dir", str(tmp_path), "--budgets", "0.01M"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "smallest subnet" in error[0]
+    assert main(["run", "--out-dir", str(tmp_path), "--set", "sampler.name=best"]) == 2
+    assert "sampler.name" in capsys.readouterr().err
+    assert not (tmp_path / "digits-run" / "checkpoints").exists()
+
+
+def test_compare_uses_identical_steps_and_the_same_archs(tmp_path: Path) -> None:
+    comparison = compare_samplers(
+        Path(__file__).resolve().parent.parent / "configs" / "train" / "digits.yaml",
+        ["epochs=1", "max_steps_per_epoch=2", "calibration.num_batches=2"],
+        out_dir=tmp_path,
+        num_archs=10,
+        variants=("uniform", "bestup_loss"),
+        progress=False,
+    )
+    uniform, bestup = comparison.variants
+    assert np.array_equal(uniform.mmacs, bestup.mmacs)  # the same archs measured in both supernets
+    steps = [len((tmp_path / name / "archs.jsonl").read_text().splitlines()) for name in ("uniform", "bestup_loss")]
+    assert steps == [2, 2]
+    for variant in comparison.variants:
+        expected = hypervolume(variant.mmacs, variant.val_acc, *comparison.reference)
+        assert comparison.hypervolume(variant) == expected > 0 or variant.val_acc.min() == variant.val_acc.max()
+        for budget in comparison.budgets:
+            val, _, _ = comparison.at_budget(variant, budget)
+            assert val == variant.val_acc[variant.mmacs <= budget].max()
+    for name in ("comparison.md", "comparison.csv", "comparison.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    with pytest.raises(ValueError, match="variants"):
+        compare_samplers("configs/train/digits.yaml", [], tmp_path, variants=("bestdown",))
