@@ -8,6 +8,7 @@ it is refused at once with the smallest subnet's MMACs in the message.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 
 from ofa.flops import count_macs_many
@@ -35,12 +36,12 @@ _MMACS_PER_SUFFIX = {"": 1.0, "k": 1e-3, "m": 1.0, "g": 1e3}
 def parse_budget(text: str | float) -> float:
     """MMACs from ``"5M"``, ``"5.5M"``, ``"120M"``, ``"1.2G"``, ``"800K"`` or ``"5"`` (plain = MMACs).
 
-    A number (int or float) is taken as MMACs.
+    A number (int, float or a numpy scalar) is taken as MMACs.
 
     Raises:
         ValueError: naming the value and the accepted forms when it is malformed, zero or negative.
     """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    if isinstance(text, numbers.Real) and not isinstance(text, bool):
         value = float(text)
     elif isinstance(text, str):
         match = _BUDGET_PATTERN.match(text)

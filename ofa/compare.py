@@ -108,10 +108,10 @@ def compare_samplers(
             run.calibration_images,
             run.val_loader,
             run.test_loader,
-            seed,
+            config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
             progress=show,
         )
-        by_arch = {record.arch: record for record in records}
+        by_arch = {record.arch: record for record in records if record.seed == config.calibration.seed}
         chosen = [by_arch[arch] for arch in archs]
         results.append(
             VariantResult(

@@ -1,40 +1,60 @@
 """Deploy many: Pareto-optimal subnets of a trained run for FLOPs budgets, budget queries, export.
 
-The accuracy predictor of the run guides an evolutionary search per budget (fast path); the best
-``finalists`` candidates per budget are then really evaluated inside the supernet (BN recalibrated) on
-val, the one with the best val accuracy is chosen and its test accuracy reported. Results are written
-to ``RUN/search/pareto.json``, ``pareto.csv`` and ``pareto.png``.
+The accuracy predictor of the run guides an evolutionary search per budget (fast path, once-for-all,
+Cai et al., ICLR 2020); the best ``finalists`` candidates per budget are then really evaluated inside the
+supernet (BN recalibrated) on val, the one with the best val accuracy is chosen and its test accuracy
+reported. Results are written to ``RUN/search/pareto.json``, ``pareto.csv`` and ``pareto.png``; the same
+run, predictor, budgets and settings give byte-identical ``pareto.json`` and ``pareto.csv``.
+
+Queries and budget checks need neither torch nor the supernet: they read ``RUN/space.json`` and the
+run's fitted predictor (``RUN/predictor/final.json``, refitted only when ``RUN/archs.csv`` is newer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 
+from ofa._genome import Genome
+from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.budget import check_budget, parse_budget
-from ofa.flops import count_macs, count_params
+from ofa.flops import count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.search import SearchSettings, evolutionary_search, search_budgets
+from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
 from predictors.dataset import atomic_write_text, read_arch_csv
-from predictors.models import Predictor, create_predictor, load_predictor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from predictors.models import Predictor
 
 __all__ = [
+    "PARETO_COLUMNS",
     "ChosenSubnet",
     "export_from_run",
     "find_predictor",
+    "pareto_figure",
     "query_run",
     "read_run_space",
     "search_run",
 ]
 
+SPACE_FILE = "space.json"
+ARCH_DATA_FILE = "archs.csv"
 PARETO_COLUMNS = ("budget_mmacs", "arch", "mmacs", "params", "predicted_acc", "val_acc", "test_acc")
+CLOUD_SIZE = 400  # random archs scored by the predictor for the plot's cloud
+CLOUD_SEED = 0
+RESULT_FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -63,116 +83,217 @@ class ChosenSubnet:
         }
 
 
-def read_run_space(run_dir: Path) -> tuple[SearchSpace, int]:
-    """The space and class count of a run (from ``RUN/space.json``, written when training starts)."""
-    path = run_dir / "space.json"
+# ----------------------------------------------------------------------------------------------------
+# the run directory: space, predictor, measured archs
+# ----------------------------------------------------------------------------------------------------
+
+
+def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
+    """The space and class count of a run.
+
+    Read from ``RUN/space.json`` (written when training starts); a run without it (trained by an older
+    version) has them read from its checkpoint once, and ``space.json`` is written for the next call.
+
+    Raises:
+        ValueError: a missing folder, or one that holds neither ``space.json`` nor a checkpoint.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / SPACE_FILE
     if not run_dir.is_dir():
         raise ValueError(f"run directory not found: {run_dir}")
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a training run ({path.name} is missing): train it first")
-    data = json.loads(path.read_text())
-    return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is malformed ({type(error).__name__}: {error}); delete it to reread it") from None
+    checkpoints = [run_dir / "checkpoints" / f"{name}.pt" for name in ("best", "latest")]
+    existing = [checkpoint for checkpoint in checkpoints if checkpoint.is_file()]
+    if not existing:
+        raise ValueError(f"{run_dir} is not a training run (no {SPACE_FILE} and no checkpoint): train it first")
+    from ofa.checkpoint import load_checkpoint  # torch: only for runs without space.json
+
+    state = load_checkpoint(existing[0])
+    space = SearchSpace.from_dict(state["space"], source=f"checkpoint {existing[0]}")
+    num_classes = int(state["num_classes"])
+    with contextlib.suppress(OSError):  # a read-only run directory still answers, only slower
+        _write_result(path, json.dumps({"space": state["space"], "num_classes": num_classes}, indent=1) + "\n")
+    return space, num_classes
 
 
-def find_predictor(run_dir: Path, space: SearchSpace, path: Path | None = None, model: str = "lightgbm") -> Predictor:
-    """The predictor to search with: ``path``; else ``RUN/predictor/final.json``; else fitted on ``RUN/archs.csv``.
+def _write_result(path: Path, text: str) -> None:
+    """Write a result file atomically, readable like the rest of the run (the temp file is private)."""
+    atomic_write_text(path, text)
+    path.chmod(RESULT_FILE_MODE)
 
-    A predictor fitted here is saved as ``RUN/predictor/final.json`` for the next query.
+
+def find_predictor(
+    run_dir: str | Path,
+    space: SearchSpace,
+    path: str | Path | None = None,
+    model: str = "lightgbm",
+    num_classes: int = 10,
+) -> Predictor:
+    """The predictor to search with: ``path``; else ``RUN/predictor/final.json`` unless ``RUN/archs.csv`` is
+    newer; else one fitted on ``RUN/archs.csv`` and saved as ``RUN/predictor/final.json`` for the next call.
+
+    Raises:
+        ValueError: a predictor file of another space, or a run without predictor and without arch data.
     """
+    from predictors.models import create_predictor, load_predictor  # lightgbm and scikit-learn: load on use
+
+    run_dir = Path(run_dir)
     if path is not None:
         return load_predictor(path, space)
     final = run_dir / "predictor" / "final.json"
-    if final.is_file():
+    data = run_dir / ARCH_DATA_FILE
+    if final.is_file() and (not data.is_file() or final.stat().st_mtime_ns >= data.stat().st_mtime_ns):
         return load_predictor(final, space)
-    data = run_dir / "archs.csv"
     if not data.is_file():
         raise ValueError(
             f"{run_dir} has no accuracy predictor ({final}) and no arch data ({data}): "
             f"run `ofa evaluate {run_dir}` first, or pass --predictor FILE"
         )
     records = read_arch_csv(data, space)
-    predictor = create_predictor(model, space)
+    if len(records) < 2:
+        raise ValueError(f"{data} holds {len(records)} measured arch(s); a predictor needs at least 2")
+    predictor = create_predictor(model, space, num_classes=num_classes)
     predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))
     predictor.save(final)
+    final.chmod(RESULT_FILE_MODE)
     return predictor
 
 
+def _calibration_seed(run_dir: Path) -> int:
+    """The BN-calibration seed of the run's config (``run.evaluate`` measures with it); 0 by default."""
+    path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        return int(((config or {}).get("calibration") or {}).get("seed", 0))
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is malformed ({type(error).__name__}: {error})") from None
+
+
 def _measured(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float, float]]:
-    """Val and test accuracy of every arch measured so far (arch data and earlier searches)."""
+    """Val and test accuracy of every arch in ``RUN/archs.csv`` measured with the run's calibration seed
+    (what ``run.evaluate`` would measure; repeated measurements with other seeds are left out)."""
+    data = run_dir / ARCH_DATA_FILE
+    if not data.is_file():
+        return {}
+    seed = _calibration_seed(run_dir)
     known: dict[Arch, tuple[float, float]] = {}
-    data = run_dir / "archs.csv"
-    if data.is_file():
-        for record in read_arch_csv(data, space):
-            known[record.arch] = (record.val_acc, record.test_acc)
+    for record in read_arch_csv(data, space):
+        if record.seed == seed:
+            known.setdefault(record.arch, (record.val_acc, record.test_acc))
     return known
+
+
+# ----------------------------------------------------------------------------------------------------
+# search
+# ----------------------------------------------------------------------------------------------------
 
 
 def search_run(
     run: Any,
-    budgets: list[float],
+    budgets: Sequence[float | str],
     predictor: Predictor,
-    settings: SearchSettings,
+    settings: SearchSettings | None = None,
     finalists: int = 3,
     progress: bool = False,
+    plot: bool = True,
 ) -> tuple[list[ChosenSubnet], dict[str, Any]]:
     """Search every budget with the predictor, evaluate the finalists in the supernet, write the results.
 
+    Every input is checked before anything is evaluated. Archs already measured in ``RUN/archs.csv`` (with
+    the run's calibration seed) are not evaluated again, and they compete with the finalists: each budget
+    gets the best val accuracy measured within it (ties: cheaper, then better predicted), so the answer
+    never gets worse as the budget grows.
+
     Args:
-        run: a :class:`ofa.runs.LoadedRun`.
-        budgets: MMACs.
+        run: a :class:`ofa.runs.LoadedRun` (anything with ``run_dir``, ``space``, ``num_classes`` and
+            ``evaluate(arch, split)``).
+        budgets: MMACs (or strings such as ``"5M"``).
         predictor: the fitted accuracy predictor (the search objective).
-        settings: evolution settings.
+        settings: evolution settings (default :class:`SearchSettings`).
         finalists: candidates per budget evaluated for real on val.
         progress: show a progress bar.
+        plot: also draw ``pareto.png``.
+
+    Returns:
+        The chosen subnet per budget (in the given order) and the content of ``pareto.json``.
+
+    Raises:
+        ValueError: a malformed budget, one below the smallest subnet (its MMACs named), or bad settings.
     """
     from tqdm import tqdm
 
-    if finalists < 1:
-        raise ValueError(f"finalists must be >= 1, got {finalists}")
+    if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
+        raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
+    settings = SearchSettings() if settings is None else settings
     space, num_classes = run.space, run.num_classes
     result = search_budgets(space, predictor.predict, budgets, settings, num_classes)
     known = _measured(run.run_dir, space)
-    chosen = []
-    bar = tqdm(total=len(budgets) * finalists, desc="evaluate finalists", disable=not progress, leave=False)
-    for budget, search in zip(result.budgets, result.results):
-        candidates = []
-        for index in search.top(finalists):
+    picks: dict[int, ChosenSubnet] = {}
+    bar = tqdm(total=len(result.budgets) * finalists, desc="evaluate finalists", disable=not progress, leave=False)
+    # smallest budget first: an arch measured for a smaller budget is a candidate for every larger one
+    for position in sorted(range(len(result.budgets)), key=lambda i: result.budgets[i]):
+        budget, search = result.budgets[position], result.results[position]
+        for index in search.top(finalists).tolist():
             arch = search.archs[index]
             if arch not in known:
                 known[arch] = (run.evaluate(arch, "val").accuracy, None)
             bar.update(1)
-            candidates.append((known[arch][0], -search.costs[index], int(index)))
-        val_acc, _, index = max(candidates)
-        arch = search.archs[index]
-        test_acc = known[arch][1] if known[arch][1] is not None else run.evaluate(arch, "test").accuracy
-        chosen.append(
-            ChosenSubnet(
-                budget=budget,
-                arch=arch,
-                mmacs=float(search.costs[index]),
-                params=count_params(space, arch, num_classes),
-                predicted_acc=float(search.scores[index]),
-                val_acc=val_acc,
-                test_acc=test_acc,
-            )
+        # candidates: the finalists and every arch already measured within the budget
+        pool = list(known)
+        costs = count_macs_many(space, pool, num_classes) / 1e6
+        pool = [arch for arch, cost in zip(pool, costs) if cost <= budget + BUDGET_TOLERANCE]
+        costs = costs[costs <= budget + BUDGET_TOLERANCE]
+        predicted = predictor.predict(pool)
+        best = max(range(len(pool)), key=lambda i: (known[pool[i]][0], -costs[i], predicted[i]))
+        arch, val_acc, test_acc = pool[best], known[pool[best]][0], known[pool[best]][1]
+        if test_acc is None:
+            test_acc = run.evaluate(arch, "test").accuracy
+            known[arch] = (val_acc, test_acc)
+        picks[position] = ChosenSubnet(
+            budget=budget,
+            arch=arch,
+            mmacs=float(costs[best]),
+            params=count_params(space, arch, num_classes),
+            predicted_acc=float(predicted[best]),
+            val_acc=float(val_acc),
+            test_acc=float(test_acc),
         )
+    chosen = [picks[position] for position in range(len(result.budgets))]
     bar.close()
     summary = {
         "space": space.name,
         "num_classes": num_classes,
-        "settings": {key: getattr(settings, key) for key in settings.__dataclass_fields__},
+        "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
         "finalists_per_budget": finalists,
         "chosen": [subnet.to_dict() for subnet in chosen],
-        "search": result.to_dict(top=finalists),
+        "search": _without_wall_time(result.to_dict(top=finalists)),
     }
-    folder = run.run_dir / "search"
-    atomic_write_text(folder / "pareto.json", json.dumps(summary, indent=1))
-    atomic_write_text(folder / "pareto.csv", _pareto_csv(chosen))
-    _plot(folder / "pareto.png", chosen, result, _measured(run.run_dir, space), space, num_classes)
+    folder = Path(run.run_dir) / "search"
+    _write_result(folder / "pareto.json", json.dumps(summary, indent=1) + "\n")
+    _write_result(folder / "pareto.csv", _pareto_csv(chosen))
+    if plot:
+        cloud = _random_cloud(space, num_classes, predictor)
+        figure = pareto_figure(chosen, result, cloud, _measured(run.run_dir, space), space, num_classes)
+        folder.mkdir(parents=True, exist_ok=True)
+        figure.savefig(folder / "pareto.png", dpi=120)
     return chosen, summary
 
 
-def _pareto_csv(chosen: list[ChosenSubnet]) -> str:
+def _without_wall_time(data: Any) -> Any:
+    """``data`` without its ``wall_time`` entries (timings differ between identical searches)."""
+    if isinstance(data, dict):
+        return {key: _without_wall_time(value) for key, value in data.items() if key != "wall_time"}
+    if isinstance(data, list):
+        return [_without_wall_time(value) for value in data]
+    return data
+
+
+def _pareto_csv(chosen: Sequence[ChosenSubnet]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PARETO_COLUMNS)
@@ -181,75 +302,111 @@ def _pareto_csv(chosen: list[ChosenSubnet]) -> str:
             [
                 subnet.budget,
                 subnet.arch.to_json(),
-                round(subnet.mmacs, 4),
+                round(subnet.mmacs, 6),
                 subnet.params,
-                round(subnet.predicted_acc, 5),
-                "" if subnet.val_acc is None else round(subnet.val_acc, 5),
-                "" if subnet.test_acc is None else round(subnet.test_acc, 5),
+                round(subnet.predicted_acc, 6),
+                "" if subnet.val_acc is None else round(subnet.val_acc, 6),
+                "" if subnet.test_acc is None else round(subnet.test_acc, 6),
             ]
         )
     return buffer.getvalue()
 
 
-def _plot(
-    path: Path,
-    chosen: list[ChosenSubnet],
-    result: Any,
+def _random_cloud(space: SearchSpace, num_classes: int, predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+    """MMACs and predicted accuracy of ``CLOUD_SIZE`` archs drawn uniformly from the space (fixed seed)."""
+    genome = Genome(space, num_classes)
+    rows = genome.sample(CLOUD_SIZE, np.random.default_rng(CLOUD_SEED))
+    archs = genome.decode(rows)
+    return genome.mmacs(rows), np.asarray(predictor.predict(archs), dtype=np.float64)
+
+
+def pareto_figure(
+    chosen: Sequence[ChosenSubnet],
+    result: MultiBudgetResult,
+    cloud: tuple[np.ndarray, np.ndarray],
     measured: dict[Arch, tuple[float, float]],
     space: SearchSpace,
     num_classes: int,
-) -> None:
-    import matplotlib
+) -> Figure:
+    """Accuracy vs MMACs: a cloud of random archs (predicted), the measured archs and their front (val),
+    the predicted front of the search, the chosen subnets (val) and the budgets."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    axis.scatter(cloud[0], cloud[1], s=5, color="0.85", label=f"random archs (predicted, {len(cloud[0])})")
     if measured:
-        space_archs = list(measured)
-        # the cloud: archs measured in the supernet (spread over the FLOPs range)
-        costs = [count_macs(space, arch, num_classes) / 1e6 for arch in space_archs]
-        accuracies = [measured[arch][0] for arch in space_archs]
-        axis.scatter(costs, accuracies, s=8, color="0.7", label="measured archs (val)")
-        front = pareto_front(np.array(costs), np.array(accuracies))
-        axis.plot(np.array(costs)[front], np.array(accuracies)[front], color="0.4", lw=1, label="measured front")
+        archs = list(measured)
+        costs = count_macs_many(space, archs, num_classes) / 1e6
+        accuracies = np.array([measured[arch][0] for arch in archs])
+        axis.scatter(costs, accuracies, s=8, color="0.55", label="measured archs (val)")
+        front = pareto_front(costs, accuracies)
+        axis.plot(costs[front], accuracies[front], color="0.4", lw=1, label="measured front (val)")
     axis.plot(result.front_costs, result.front_scores, color="tab:blue", lw=1, label="predicted front (search)")
     axis.scatter(
-        [s.mmacs for s in chosen], [s.val_acc for s in chosen], color="tab:red", zorder=3, label="chosen (val)"
+        [subnet.mmacs for subnet in chosen],
+        [subnet.val_acc for subnet in chosen],
+        color="tab:red",
+        zorder=3,
+        label="chosen (val)",
     )
     for subnet in chosen:
         axis.axvline(subnet.budget, color="tab:red", lw=0.5, ls=":")
     axis.set_xlabel("MMACs")
     axis.set_ylabel("accuracy")
+    axis.set_title(f"space {space.name}: {len(chosen)} budgets")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
-def query_run(run_dir: Path, budget: str | float, predictor_path: Path | None = None) -> ChosenSubnet:
-    """The best arch within one budget: from the run's saved search when one chose for a budget <= it and
-    the quick predictor-guided search finds nothing better predicted, else the quick search's answer."""
+# ----------------------------------------------------------------------------------------------------
+# query and export
+# ----------------------------------------------------------------------------------------------------
+
+
+def query_run(
+    run_dir: str | Path,
+    budget: str | float,
+    predictor_path: str | Path | None = None,
+    settings: SearchSettings | None = None,
+) -> ChosenSubnet:
+    """The best arch within one budget, by the predictor.
+
+    A quick predictor-guided evolutionary search (``settings``, default :class:`SearchSettings`) answers,
+    unless the run's saved search chose an arch within the budget that the predictor scores at least as
+    high. Val and test accuracy are reported when the arch was measured. The budget is checked before the
+    predictor is loaded.
+
+    Raises:
+        ValueError: a missing run, a malformed budget or one below the smallest subnet (its MMACs named),
+            or a predictor file of another space.
+    """
+    run_dir = Path(run_dir)
     space, num_classes = read_run_space(run_dir)
     budget_mmacs = check_budget(space, parse_budget(budget), num_classes)
-    predictor = find_predictor(run_dir, space, predictor_path)
-    result = evolutionary_search(space, predictor.predict, budget_mmacs, SearchSettings(), num_classes)
-    measured = _measured(run_dir, space)
+    predictor = find_predictor(run_dir, space, predictor_path, num_classes=num_classes)
+    result = evolutionary_search(space, predictor.predict, budget_mmacs, settings, num_classes)
     saved = _saved_choices(run_dir, space)
-    candidates = [arch for arch in saved if count_macs(space, arch, num_classes) / 1e6 <= budget_mmacs]
-    best_arch, best_predicted = result.best_arch, result.best_score
+    candidates = list(saved)
+    best_arch, best_predicted, best_cost = result.best_arch, result.best_score, result.best_cost
     if candidates:
-        predicted = predictor.predict(candidates)
-        index = int(np.argmax(predicted))
-        if predicted[index] >= best_predicted:
-            best_arch, best_predicted = candidates[index], float(predicted[index])
-    val_acc, test_acc = saved.get(best_arch) or measured.get(best_arch) or (None, None)
+        costs = count_macs_many(space, candidates, num_classes) / 1e6
+        fitting = [arch for arch, cost in zip(candidates, costs.tolist()) if cost <= budget_mmacs]
+        if fitting:
+            predicted = np.asarray(predictor.predict(fitting), dtype=np.float64)
+            index = int(np.argmax(predicted))
+            if predicted[index] >= best_predicted:
+                best_arch, best_predicted = fitting[index], float(predicted[index])
+                best_cost = float(count_macs_many(space, [best_arch], num_classes)[0]) / 1e6
+    val_acc, test_acc = saved.get(best_arch) or _measured(run_dir, space).get(best_arch) or (None, None)
     return ChosenSubnet(
         budget=budget_mmacs,
         arch=best_arch,
-        mmacs=count_macs(space, best_arch, num_classes) / 1e6,
+        mmacs=best_cost,
         params=count_params(space, best_arch, num_classes),
         predicted_acc=float(best_predicted),
         val_acc=val_acc,
@@ -258,34 +415,55 @@ def query_run(run_dir: Path, budget: str | float, predictor_path: Path | None = 
 
 
 def _saved_choices(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float | None, float | None]]:
+    """The chosen archs of the run's saved search (``RUN/search/pareto.json``) and their accuracies."""
     path = run_dir / "search" / "pareto.json"
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
-    return {space.arch_from_dict(item["arch"]): (item["val_acc"], item["test_acc"]) for item in data["chosen"]}
+    try:
+        data = json.loads(path.read_text())
+        return {space.arch_from_dict(item["arch"]): (item["val_acc"], item["test_acc"]) for item in data["chosen"]}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path} is malformed or of another space ({type(error).__name__}: {error}); "
+            "run `ofa search` again or delete it"
+        ) from None
 
 
 def export_from_run(
     run_dir: str | Path,
-    arch_file: str | None,
-    budget: str | None,
-    out_dir: Path,
+    arch_file: str | Path | None,
+    budget: str | float | None,
+    out_dir: str | Path,
     force: bool = False,
     onnx: bool = False,
+    predictor_path: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export the arch of ``arch_file``, or the best arch within ``budget``, as a standalone subnet."""
-    from ofa.export import export_subnet, read_export_info
+    """Export the arch of ``arch_file``, or the best arch within ``budget``, as a standalone subnet.
+
+    The subnet's BN statistics are recalibrated as for evaluation, and its val and test accuracy inside
+    the supernet are recorded in the export's metadata. Everything is checked before the run is loaded.
+
+    Raises:
+        ValueError: neither or both of ``arch_file`` and ``budget``, a missing run or checkpoint, an arch
+            of another space, a bad budget, or a target that exists (without ``force``) or is not an export.
+    """
+    from ofa.export import check_export_target, export_subnet, read_export_info
     from ofa.runs import load_run
 
-    run_dir = Path(run_dir)
+    if (arch_file is None) == (budget is None):
+        raise ValueError("export needs exactly one of an arch file (--arch) and a budget (--flops)")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     space, num_classes = read_run_space(run_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise ValueError(f"export target {out_dir} exists and is not empty: pass --force to replace it")
+    check_export_target(out_dir, force)
     predicted = None
     if arch_file is not None:
-        arch = load_arch(arch_file, space)
+        try:
+            arch = load_arch(arch_file, space)
+        except ValueError as error:
+            named = str(arch_file) in str(error)
+            raise ValueError(str(error) if named else f"arch file {arch_file}: {error}") from None
     else:
-        answer = query_run(run_dir, budget)
+        answer = query_run(run_dir, budget, predictor_path)
         arch, predicted = answer.arch, answer.predicted_acc
     run = load_run(run_dir)
     val = run.evaluate(arch, "val")

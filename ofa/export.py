@@ -48,6 +48,7 @@ __all__ = [
     "ONNX_OPSET",
     "ONNX_TOLERANCE",
     "WEIGHTS_FILE",
+    "check_export_target",
     "export_subnet",
     "load_subnet",
     "preprocess",
@@ -106,7 +107,7 @@ def export_subnet(
             ``force``, or an ONNX graph whose output differs from PyTorch by more than the tolerance.
     """
     out_dir = Path(out_dir)
-    _check_target(out_dir, force)
+    check_export_target(out_dir, force)
     space.validate(arch)
     mean_list = _channel_values(mean, "mean", space.input_channels, positive=False)
     std_list = _channel_values(std, "std", space.input_channels, positive=True)
@@ -139,6 +140,7 @@ def export_subnet(
         staging.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
         weights_path = staging / WEIGHTS_FILE
         save_file(state, str(weights_path), metadata={"format": EXPORT_FORMAT})
+        weights_path.chmod(0o644)  # safetensors writes owner-only files; the export is an ordinary folder
         _fsync(weights_path)
         info["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights_path)}
         info["onnx"] = None
@@ -160,7 +162,13 @@ def export_subnet(
     return out_dir
 
 
-def _check_target(out_dir: Path, force: bool) -> None:
+def check_export_target(out_dir: str | Path, force: bool) -> None:
+    """Refuse ``out_dir`` unless it is missing, an empty folder, or (with ``force``) a previous export.
+
+    Raises:
+        ValueError: naming the target and what to do instead.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"export target {out_dir} exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -262,7 +270,7 @@ def _export_onnx(model: StaticNet, path: Path, channels: int, resolution: int) -
 
 def _move_into_place(staging: Path, out_dir: Path, force: bool) -> None:
     """Rename the complete ``staging`` folder to ``out_dir``; an old export is removed only afterwards."""
-    _check_target(out_dir, force)  # the target may have appeared while we worked
+    check_export_target(out_dir, force)  # the target may have appeared while we worked
     _fsync(staging)
     if not out_dir.exists() or not any(out_dir.iterdir()):
         os.replace(staging, out_dir)  # POSIX: a directory may replace an empty directory

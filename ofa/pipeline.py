@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from ofa.budget import smallest_mmacs
-from ofa.checkpoint import load_checkpoint
 from ofa.flops import count_macs_many
 from ofa.space import SearchSpace
 from ofa.train_config import TrainConfig, load_train_config
@@ -117,6 +116,7 @@ def train_or_continue(config: TrainConfig, progress: bool, prefix: str = "") -> 
 
     An existing run directory must hold a run of the same config (see :func:`check_same_config`).
     """
+    from ofa.checkpoint import load_checkpoint
     from ofa.trainer import train
 
     check_same_config(config)
@@ -188,9 +188,10 @@ def run_pipeline(
         run.calibration_images,
         run.val_loader,
         run.test_loader,
-        settings.seed,
+        run.config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
         progress=show,
     )
+    records = [record for record in records if record.seed == run.config.calibration.seed]
     lap("evaluate")
 
     _say("[3/6] fitting the accuracy predictor (a held-out quarter scores it first)")

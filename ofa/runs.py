@@ -47,7 +47,10 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
-    """Reopen ``run_dir`` from its ``best`` or ``latest`` checkpoint (a clear error if there is none)."""
+    """Reopen ``run_dir`` from its ``best`` or ``latest`` checkpoint (a clear error if there is none).
+
+    Like training, this applies the config's ``cpu_threads`` (torch intra-op threads) when it is set.
+    """
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be best or latest, got {checkpoint!r}")
@@ -57,13 +60,21 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
     if not path.is_file():
         raise ValueError(f"run directory {run_dir} has no checkpoint ({path} is missing): train it first")
     state = load_checkpoint(path)
+    missing = [key for key in ("config", "num_classes") if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}: it was not written by `ofa train`")
     config = config_from_dict(TrainConfig, state["config"])
     space = SearchSpace.from_dict(state["space"], source=f"checkpoint {path.name} space")
     data = build_data(config, space)
     if data.num_classes != state["num_classes"]:
         raise ValueError(f"{path} has {state['num_classes']} classes but its data set has {data.num_classes}")
+    if config.cpu_threads:  # as training does: small tensors run fastest on one thread
+        torch.set_num_threads(config.cpu_threads)
     supernet = Supernet(space, state["num_classes"], config.model.dropout)
-    supernet.load_state_dict(state["model"])
+    try:
+        supernet.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(f"checkpoint {path}: the weights do not fit its space {space.name!r} ({error})") from None
     supernet.eval()
     section = config.calibration
     calibration = [

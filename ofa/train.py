@@ -21,6 +21,7 @@ from torch import nn
 
 from ofa.bn import resize_to
 from ofa.distributed import DistributedContext
+from ofa.errors import TrainingDivergedError
 from ofa.space import Arch
 from ofa.supernet import Supernet
 from ofa.train_config import OptimSection
@@ -34,10 +35,6 @@ __all__ = [
     "sandwich_step",
     "soft_cross_entropy",
 ]
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probabilities: torch.Tensor) -> torch.Tensor:

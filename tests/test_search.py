@@ -74,6 +74,14 @@ def test_parse_budget_rejects_malformed(text: str) -> None:
     assert repr(text) in str(error.value)
 
 
+def test_parse_budget_accepts_numpy_scalars() -> None:
+    assert parse_budget(np.float64(2.5)) == 2.5
+    assert parse_budget(np.int64(3)) == 3.0
+    for bad in (True, None, [2.0], np.float64("nan"), np.int64(-1)):
+        with pytest.raises(ValueError, match="budget"):
+            parse_budget(bad)
+
+
 def test_parse_budgets_lists() -> None:
     assert parse_budgets("2M,4M,8M") == [2.0, 4.0, 8.0]
     assert parse_budgets("800K, 1.2G") == [0.8, 1200.0]
