@@ -14,7 +14,7 @@ from ofa.cli import main
 from ofa.compare import compare_samplers
 from ofa.evaluate import evaluate_model
 from ofa.export import preprocess
-from ofa.pareto import hypervolume
+from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import PipelineSettings, default_budgets, run_pipeline
 from ofa.runs import load_run
 from ofa.space import load_space
@@ -138,6 +138,9 @@ def test_compare_uses_identical_steps_and_the_same_archs(tmp_path: Path) -> None
         for budget in comparison.budgets:
             val, _, _ = comparison.at_budget(variant, budget)
             assert val == variant.val_acc[variant.mmacs <= budget].max()
+    table = (tmp_path / "comparison.csv").read_text().splitlines()
+    assert len(table) == 3 and table[1].startswith("uniform,")
+    assert int(table[1].split(",")[2]) == len(pareto_front(uniform.mmacs, uniform.val_acc)) <= 10
     for name in ("comparison.md", "comparison.csv", "comparison.png"):
         assert (tmp_path / name).stat().st_size > 0
     with pytest.raises(ValueError, match="variants"):
