@@ -1,9 +1,14 @@
 """Architecture -> accuracy data sets measured inside a trained supernet.
 
 Archs are spread over the whole FLOPs range (equal-width MMAC bins visited in turn, not uniform samples,
-which crowd the middle), each is BN-recalibrated and evaluated on val (and test, reported separately),
-and every finished measurement is appended to the CSV at once, so an interrupted run keeps what it
-measured and a rerun continues where it stopped.
+which crowd where most archs are and rarely reach the large end), each is BN-recalibrated and evaluated
+on val (and test, reported separately), and every finished measurement is appended to the CSV at once,
+so an interrupted run keeps what it measured and a rerun continues where it stopped.
+
+A measurement is identified by (arch, seed): the same archs measured again with another BN-calibration
+seed (``archs_from_csv`` + ``calibration_images``) give a second, independent measurement, and
+``split_half_scores`` scores each arch on two disjoint halves of val; both bound how well any predictor
+can rank the archs (the noise ceiling).
 """
 
 from __future__ import annotations
@@ -12,40 +17,106 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
+from ofa.bn import recalibrate_bn, resize_to
+from ofa.data import calibration_batches
 from ofa.evaluate import evaluate_arch
 from ofa.flops import count_macs, count_params
-from ofa.sampling import FlopsTargetSampler, build_flops_table
+from ofa.sampling import FlopsTable, FlopsTargetSampler, space_fingerprint
 from ofa.space import Arch, SearchSpace
 from ofa.supernet import Supernet
 from predictors.dataset import ArchRecord, append_arch_records, read_arch_csv
 
-__all__ = ["measure_archs", "measure_to_csv", "spread_archs"]
+__all__ = [
+    "archs_from_csv",
+    "calibration_images",
+    "measure_archs",
+    "measure_to_csv",
+    "split_half_scores",
+    "spread_archs",
+]
+
+_MUTATION_PROBABILITY = 0.15  # per choice, when moving a drawn arch towards its MMACs bin
+_BIN_PATIENCE = 20  # misses in a row (outside the bin, or already drawn) before a bin is closed
+
+
+def _draw_in(
+    space: SearchSpace, sampler: FlopsTargetSampler, low: float, high: float, rng: random.Random, max_tries: int
+) -> tuple[Arch, bool]:
+    """An arch with MMACs in [low, high]: the closest of ``max_tries`` uniform draws, then mutated towards it.
+
+    Returns the arch and whether it lies in the bin.
+    """
+
+    def distance(arch: Arch) -> float:
+        mmacs = count_macs(space, arch, sampler.num_classes) / 1e6
+        return max(low - mmacs, mmacs - high, 0.0)
+
+    arch = sampler.sample_in(low, high, rng)
+    best = distance(arch)
+    for _ in range(max_tries):
+        if best == 0.0:
+            break
+        candidate = space.mutate(arch, rng, _MUTATION_PROBABILITY)
+        candidate_distance = distance(candidate)
+        if candidate_distance <= best:
+            arch, best = candidate, candidate_distance
+    return arch, best == 0.0
 
 
 def spread_archs(space: SearchSpace, count: int, num_classes: int, seed: int, max_tries: int = 200) -> list[Arch]:
-    """``count`` distinct archs spread evenly over the MMACs range: min and max first, then bins in turn."""
+    """``count`` distinct archs spread evenly over the MMACs range: min and max first, then bins in turn.
+
+    The range from the smallest to the largest subnet is cut into equal-width bins visited round-robin.
+    In a bin, the closest of ``max_tries`` uniform draws is mutated towards the bin (uniform draws
+    rarely reach the large end of the range, and keeping their closest misses would pile archs up below
+    it). A draw outside its bin or already drawn is a miss; a bin with ``_BIN_PATIENCE`` misses in a row
+    is closed. When every bin is closed, distinct uniform draws fill up what is left.
+
+    Raises:
+        ValueError: ``count`` < 1, or more than the space holds or can be drawn.
+    """
     if count < 1:
         raise ValueError(f"the number of archs must be >= 1, got {count}")
     if count > space.size():
         raise ValueError(f"asked for {count} distinct archs but space {space.name!r} has only {space.size()}")
-    table = build_flops_table(space, num_classes, num_samples=2000, num_bins=max(1, min(count, 25)), seed=seed)
+    num_bins = max(1, min(count, 25))
+    smallest, largest = space.min_arch(), space.max_arch()
+    low, high = (count_macs(space, arch, num_classes) / 1e6 for arch in (smallest, largest))
+    edges = np.linspace(low, high, num_bins + 1)
+    table = FlopsTable(space_fingerprint(space), num_classes, 0, seed, tuple(map(float, edges)), (1,) * num_bins)
     sampler = FlopsTargetSampler(space, table, num_classes, max_tries)
     rng = random.Random(seed)
-    archs = list(dict.fromkeys([space.min_arch(), space.max_arch()]))[:count]
+    archs = list(dict.fromkeys([smallest, largest]))[:count]
     seen = set(archs)
-    edges = table.edges
-    attempts = 0
-    while len(archs) < count:
-        attempts += 1
-        if attempts > 50 * count:
-            raise ValueError(f"could not draw {count} distinct archs from space {space.name!r}")
-        index = (attempts - 1) % (len(edges) - 1)
-        arch = sampler.sample_in(edges[index], edges[index + 1], rng)
+    misses = dict.fromkeys(range(num_bins), 0)
+    turn = 0
+    while len(archs) < count and misses:
+        open_bins = list(misses)
+        index = open_bins[turn % len(open_bins)]
+        turn += 1
+        arch, inside = _draw_in(space, sampler, edges[index], edges[index + 1], rng, max_tries)
+        if inside and arch not in seen:
+            seen.add(arch)
+            archs.append(arch)
+            misses[index] = 0
+            continue
+        misses[index] += 1
+        if misses[index] >= _BIN_PATIENCE:
+            del misses[index]
+    for _ in range(50 * count):
+        if len(archs) == count:
+            break
+        arch = space.sample(rng)
         if arch not in seen:
             seen.add(arch)
             archs.append(arch)
+    if len(archs) < count:
+        raise ValueError(f"could not draw {count} distinct archs from space {space.name!r}")
     return archs
 
 
@@ -86,9 +157,14 @@ def measure_to_csv(
     seed: int,
     progress: bool = False,
 ) -> list[ArchRecord]:
-    """Measure the archs not yet in ``path`` and append them; returns every record of the file."""
-    done = {record.arch for record in read_arch_csv(path, supernet.space)} if path.is_file() else set()
-    todo = [arch for arch in archs if arch not in done]
+    """Measure the archs not yet in ``path`` with this ``seed`` and append them; returns every record of the file.
+
+    ``seed`` is written to the CSV's seed column and identifies the measurement: an arch already in the
+    file with the same seed is not measured again, one with another seed is (a repeated measurement).
+    """
+    path = Path(path)
+    done = {(record.arch, record.seed) for record in read_arch_csv(path, supernet.space)} if path.is_file() else set()
+    todo = list(dict.fromkeys(arch for arch in archs if (arch, seed) not in done))
     if todo:
         from tqdm import tqdm
 
@@ -98,3 +174,48 @@ def measure_to_csv(
             bar.update(1)
         bar.close()
     return read_arch_csv(path, supernet.space)
+
+
+def archs_from_csv(path: str | Path, space: SearchSpace) -> list[Arch]:
+    """The distinct archs of an arch CSV in file order, e.g. to measure them again with another seed.
+
+    Raises:
+        ValueError: the file is missing, invalid (see ``read_arch_csv``), empty, or of another space.
+    """
+    records = read_arch_csv(path, space)
+    if not records:
+        raise ValueError(f"{path}: no rows")
+    return list(dict.fromkeys(record.arch for record in records))
+
+
+def calibration_images(dataset: Dataset, num_batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """The BN-calibration image batches drawn from ``dataset`` with ``seed`` (as training draws them)."""
+    return [images for images, _ in calibration_batches(dataset, num_batches, batch_size, seed)]
+
+
+@torch.no_grad()
+def split_half_scores(
+    supernet: Supernet, archs: Sequence[Arch], calibration_images: Sequence[torch.Tensor], val_batches: Iterable
+) -> np.ndarray:
+    """Accuracy and loss of each arch on the even- and on the odd-numbered images of val (disjoint halves).
+
+    Returns:
+        Shape (len(archs), 4): accuracy on the even half, on the odd half, loss on the even half, on the odd.
+    """
+    scores = np.zeros((len(archs), 4))
+    device = next(supernet.parameters()).device
+    for row, arch in enumerate(archs):
+        supernet.set_active(arch)
+        recalibrate_bn(supernet, calibration_images, arch.resolution)
+        correct, losses = [], []
+        for images, labels in val_batches:
+            images, labels = images.to(device), labels.to(device)
+            logits = supernet(resize_to(images, arch.resolution)).float()
+            correct.append((logits.argmax(1) == labels).cpu())
+            losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
+        hits, loss = torch.cat(correct).double().numpy(), torch.cat(losses).double().numpy()
+        if hits.size < 2:
+            raise ValueError("split halves need at least 2 validation images")
+        scores[row] = hits[0::2].mean(), hits[1::2].mean(), loss[0::2].mean(), loss[1::2].mean()
+    supernet.eval()
+    return scores

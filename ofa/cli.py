@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ofa.cli_run import add_run_commands
+from ofa.errors import TrainingDivergedError
 from ofa.flops import count_macs, count_params
 from ofa.space import load_arch, load_space
-from ofa.train import TrainingDivergedError
 from predictors.cli import add_commands as add_predictor_commands
 
 __all__ = ["build_parser", "main"]
@@ -58,6 +60,8 @@ def _command_train(args: argparse.Namespace) -> None:
 
     config = load_train_config(args.config, tuple(args.set))
     result = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
     print(
         f"trained {result.run_dir}: val acc max {result.val_acc_max:.4f} min {result.val_acc_min:.4f} "
         f"in {result.seconds:.0f} s"
@@ -65,43 +69,52 @@ def _command_train(args: argparse.Namespace) -> None:
 
 
 def _command_evaluate(args: argparse.Namespace) -> None:
-    from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.archdata import archs_from_csv, calibration_images, measure_to_csv, spread_archs
     from ofa.runs import load_run
 
+    if args.num_archs is not None and args.num_archs < 1:
+        raise ValueError(f"--num-archs must be >= 1, got {args.num_archs}")
     run = load_run(args.run, args.checkpoint)
     out = Path(args.out) if args.out else run.run_dir / "archs.csv"
-    archs = spread_archs(run.space, args.num_archs, run.num_classes, args.seed)
+    if args.archs_from:
+        archs = archs_from_csv(args.archs_from, run.space)[: args.num_archs]
+    else:
+        archs = spread_archs(run.space, args.num_archs or 200, run.num_classes, args.seed)
+    section = run.config.calibration
+    seed = section.seed if args.calibration_seed is None else args.calibration_seed
+    images = run.calibration_images
+    if seed != section.seed:
+        images = calibration_images(run.data.train, section.num_batches, section.batch_size, seed)
     records = measure_to_csv(
-        out,
-        run.supernet,
-        archs,
-        run.calibration_images,
-        run.val_loader,
-        run.test_loader,
-        args.seed,
-        progress=sys.stderr.isatty(),
+        out, run.supernet, archs, images, run.val_loader, run.test_loader, seed, progress=sys.stderr.isatty()
     )
-    print(f"{len(records)} archs measured in {out}")
+    print(f"{len(records)} measurements in {out} ({len(archs)} archs asked, calibration seed {seed})")
 
 
 def _command_export(args: argparse.Namespace) -> None:
     from ofa.deploy import export_from_run
 
-    out, info = export_from_run(args.run, args.arch, args.flops, Path(args.out), args.force, args.onnx)
+    out, info = export_from_run(args.run, args.arch, args.flops, args.out, args.force, args.onnx, args.predictor)
     onnx = f", ONNX max abs diff {info['onnx']['max_abs_diff']:.2e}" if info.get("onnx") else ""
     print(f"exported {info['arch_short']} ({info['mmacs']:.2f} MMACs) to {out}{onnx}")
 
 
 def _command_search(args: argparse.Namespace) -> None:
-    from ofa.budget import parse_budgets
-    from ofa.deploy import find_predictor, search_run
-    from ofa.runs import load_run
+    from ofa.budget import check_budget, parse_budgets
+    from ofa.deploy import find_predictor, read_run_space, search_run
     from ofa.search import SearchSettings
 
+    # every input is checked before the supernet is loaded (which takes seconds)
     budgets = parse_budgets(args.budgets)
-    run = load_run(args.run)
-    predictor = find_predictor(run.run_dir, run.space, Path(args.predictor) if args.predictor else None)
+    space, num_classes = read_run_space(args.run)
+    budgets = [check_budget(space, budget, num_classes) for budget in budgets]
     settings = SearchSettings(population=args.population, generations=args.generations, seed=args.seed)
+    if args.finalists < 1:
+        raise ValueError(f"--finalists must be >= 1, got {args.finalists}")
+    predictor = find_predictor(args.run, space, args.predictor, num_classes=num_classes)
+    from ofa.runs import load_run
+
+    run = load_run(args.run)
     chosen, _ = search_run(run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty())
     print(format_subnets(chosen))
     print(f"written: {run.run_dir / 'search' / 'pareto.json'}, pareto.csv, pareto.png")
@@ -110,7 +123,7 @@ def _command_search(args: argparse.Namespace) -> None:
 def _command_query(args: argparse.Namespace) -> None:
     from ofa.deploy import query_run
 
-    answer = query_run(Path(args.run), args.flops, Path(args.predictor) if args.predictor else None)
+    answer = query_run(args.run, args.flops, args.predictor)
     print(format_subnets([answer]))
     print(json.dumps(answer.arch.to_dict()))
 
@@ -156,9 +169,13 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser("evaluate", help="measure archs spread over the FLOPs range into a CSV")
     parser.add_argument("run", help="run directory")
-    parser.add_argument("--num-archs", type=int, default=200, help="distinct archs to measure (default 200)")
+    parser.add_argument("--num-archs", type=int, help="distinct archs to measure (default 200, or all of --archs-from)")
     parser.add_argument("--out", help="CSV path (default RUN/archs.csv); an existing file is continued")
     parser.add_argument("--seed", type=int, default=0, help="which archs are drawn")
+    parser.add_argument("--archs-from", help="measure the archs of this arch CSV instead of drawing new ones")
+    parser.add_argument(
+        "--calibration-seed", type=int, help="BN-calibration seed, written to the seed column (default: the run's)"
+    )
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     parser.set_defaults(handler=_command_evaluate)
 
@@ -170,6 +187,7 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="replace an existing export")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx (checked with onnxruntime)")
+    parser.add_argument("--predictor", help="with --flops: fitted predictor file (default: the run's own)")
     parser.set_defaults(handler=_command_export)
 
 
@@ -180,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_commands(commands)
     _add_pipeline_commands(commands)
     add_predictor_commands(commands)
+    add_run_commands(commands)
     return parser
 
 

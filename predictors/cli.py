@@ -78,7 +78,13 @@ def _columns_help() -> str:
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="arch->accuracy CSV (" + _columns_help() + ")")
+    parser.add_argument(
+        "data",
+        type=Path,
+        nargs="+",
+        help="arch->accuracy CSV(s) (" + _columns_help() + "); several files are read as one data set, "
+        "archs measured more than once are averaged",
+    )
     parser.add_argument("--space", default=None, help="space name or YAML path (default: the CSV's space column)")
     parser.add_argument(
         "--target", default="val_acc", choices=TARGETS, help="what to predict (val_loss is negated: higher = better)"
@@ -96,11 +102,19 @@ def _int_list(text: str, option: str) -> list[int]:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[SearchSpace, list[ArchRecord]]:
-    space = load_space(args.space if args.space is not None else csv_space_name(args.data))
-    records = read_arch_csv(args.data, space)
-    if not records:
-        raise ValueError(f"{args.data}: no rows")
+    """The space and the records of every data file (all read for the same space)."""
+    space = load_space(args.space if args.space is not None else csv_space_name(args.data[0]))
+    records: list[ArchRecord] = []
+    for path in args.data:
+        file_records = read_arch_csv(path, space)
+        if not file_records:
+            raise ValueError(f"{path}: no rows")
+        records.extend(file_records)
     return space, records
+
+
+def _data_label(paths: Sequence[Path]) -> str:
+    return " + ".join(str(path) for path in paths)
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -135,7 +149,8 @@ def run_bench(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
     )
     lines = [
-        f"predictor benchmark: {args.data} ({len(records)} rows, space {space.name}, target {args.target}); "
+        f"predictor benchmark: {_data_label(args.data)} ({len(records)} rows, space {space.name}, "
+        f"target {args.target}); "
         "mean ± std over seeds",
         format_table(rows),
         *_ceiling_lines(records, args.target),
@@ -156,7 +171,7 @@ def _ceiling_lines(records: Sequence[ArchRecord], target: str) -> list[str]:
     first, second = repeated_measurements(records, target)
     if first.size >= 2:
         lines.append(
-            f"noise ceiling (Kendall tau between two measurements of {first.size} archs): "
+            f"noise ceiling (Kendall tau of {target} between two measurements of {first.size} archs): "
             f"{noise_ceiling(first, second):.3f}"
         )
     validation = np.array([record.val_acc for record in records])

@@ -50,7 +50,7 @@ __all__ = [
 
 CSV_COLUMNS = ("space", "arch", "mmacs", "params", "resolution", "val_acc", "test_acc", "val_loss", "seed")
 REQUIRED_COLUMNS = tuple(column for column in CSV_COLUMNS if column != "val_loss")
-TARGETS = ("val_acc", "val_loss")
+TARGETS = ("val_acc", "val_loss", "test_acc")
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,16 @@ class ArchRecord:
 def target_values(records: Sequence[ArchRecord], target: str = "val_acc") -> np.ndarray:
     """The values predictors learn, oriented so that higher is better.
 
-    ``val_acc`` is used as is; ``val_loss`` is negated (a lower loss ranks higher).
+    ``val_acc`` and ``test_acc`` are used as they are; ``val_loss`` is negated (a lower loss ranks higher),
+    so every ranking metric and every predictor treats all targets alike.
 
     Raises:
         ValueError: unknown target, or a record without a validation loss.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
-    if target == "val_acc":
-        return np.array([record.val_acc for record in records], dtype=np.float64)
+    if target in ("val_acc", "test_acc"):
+        return np.array([getattr(record, target) for record in records], dtype=np.float64)
     missing = [index for index, record in enumerate(records) if record.val_loss is None]
     if missing:
         raise ValueError(

@@ -91,6 +91,7 @@ def test_val_loss_is_optional_and_negated_as_target(space, records, tmp_path):
     assert all(record.val_loss is None for record in read)
     np.testing.assert_array_equal(target_values(read, "val_acc"), [r.val_acc for r in records[:4]])
     np.testing.assert_array_equal(target_values(records[:4], "val_loss"), [-r.val_loss for r in records[:4]])
+    np.testing.assert_array_equal(target_values(read, "test_acc"), [r.test_acc for r in records[:4]])
     with pytest.raises(ValueError, match="no val_loss"):
         target_values(read, "val_loss")
     with pytest.raises(ValueError, match="unknown target"):
@@ -241,6 +242,20 @@ def test_cli_fit_and_bench(space, records, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "lightgbm" in printed and "val_acc vs test_acc agreement" in printed
     assert {path.name for path in out.iterdir()} == {"results.csv", "table.txt", "learning_curves.png"}
+
+
+def test_cli_bench_reads_repeated_measurements_from_several_files(space, records, tmp_path, capsys):
+    first, second = tmp_path / "seed0.csv", tmp_path / "seed1.csv"
+    write_arch_csv(first, records[:80])
+    write_arch_csv(second, [replace(record, val_loss=record.val_loss * 1.01, seed=1) for record in records[:80]])
+    arguments = ["predictors", "bench", str(first), str(second), "--target", "val_loss", "--predictors", "macs"]
+    assert main([*arguments, "--train-sizes", "10", "--seeds", "0", "--test-size", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed0.csv + " in printed and "160 rows" in printed
+    # a lower loss ranks higher: a loss scaled by 1.01 keeps the order exactly
+    assert "noise ceiling (Kendall tau of val_loss between two measurements of 80 archs): 1.000" in printed
+    assert main(["predictors", "bench", str(first), str(tmp_path / "none.csv"), "--predictors", "macs"]) == 2
+    assert "none.csv" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from predictors.metrics import kendall_tau
 from predictors.models import (
     DEFAULT_PREDICTOR,
     PREDICTORS,
+    LightGBMPredictor,
     Predictor,
     create_predictor,
     load_predictor,
@@ -139,7 +140,8 @@ def test_lightgbm_file_is_tamper_checked(space, synthetic, tmp_path):
     path = tmp_path / "lightgbm.json"
     create_predictor("lightgbm", space).fit(archs[:50], targets[:50]).save(path)
     data = json.loads(path.read_text())
-    data["payload"]["model_text"] = data["payload"]["model_text"].replace("leaf_value=", "leaf_value=1", 1)
+    member = data["payload"]["members"][0]
+    member["model_text"] = member["model_text"].replace("leaf_value=", "leaf_value=1", 1)
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="checksum"):
         load_predictor(path, space)
@@ -158,3 +160,48 @@ def test_bad_fit_and_predict_inputs(space, synthetic, tmp_path):
         predictor.fit(archs[:5], [0.1, 0.2, np.nan, 0.3, 0.4])
     with pytest.raises(ValueError, match="another space"):
         predictor.fit([load_space("attentivenas").min_arch()] * 3, [0.1, 0.2, 0.3])
+
+
+def test_default_averages_one_booster_per_linear_base(space, synthetic, tmp_path):
+    archs, targets = synthetic
+    predictor = create_predictor("lightgbm", space, seed=1).fit(archs[:80], targets[:80])
+    path = tmp_path / "lightgbm.json"
+    predictor.save(path)
+    members = json.loads(path.read_text())["payload"]["members"]
+    assert [member["linear_base"]["kind"] for member in members] == ["none", "log_macs", "log_macs+ridge"]
+    single = [
+        create_predictor(name, space, seed=1).fit(archs[:80], targets[:80]) for name in ("lightgbm_plain", "lightgbm")
+    ]
+    assert not np.array_equal(single[0].predict(archs[600:]), single[1].predict(archs[600:]))
+    assert kendall_tau(targets[600:], predictor.predict(archs[600:])) > 0.8
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("linear_bases", "none"),
+        ("linear_bases", ()),
+        ("linear_bases", ("none", "quadratic")),
+        ("shrinkage_grid", ()),
+        ("shrinkage_grid", (0.5, 1.5)),
+    ],
+)
+def test_bad_lightgbm_settings_fail(space, key, value):
+    settings = {**PREDICTORS["lightgbm"].settings, key: value}
+    with pytest.raises(ValueError, match=key):
+        LightGBMPredictor("bad", space, 0, settings, 10)
+
+
+def test_default_shrinks_towards_the_macs_fit_only_when_the_rest_is_noise(space, synthetic, tmp_path):
+    archs, targets = synthetic
+    log_macs = np.log(count_macs_many(space, archs[:60], num_classes=10) / 1e6)
+    noisy = log_macs + np.random.default_rng(1).normal(0, 1, 60) * log_macs.std()  # MACs + noise, nothing else
+    shrunk = create_predictor("lightgbm", space, seed=1).fit(archs[:60], noisy)
+    assert shrunk.shrinkage < 1.0
+    clean = create_predictor("lightgbm", space, seed=1).fit(archs[:60], targets[:60])
+    assert clean.shrinkage == 1.0  # a learnable signal beyond MACs: the ensemble is used as it is
+    path = tmp_path / "shrunk.json"
+    shrunk.save(path)
+    loaded = load_predictor(path, space)
+    assert loaded.shrinkage == shrunk.shrinkage
+    np.testing.assert_array_equal(loaded.predict(archs[600:]), shrunk.predict(archs[600:]))
