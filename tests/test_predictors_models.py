@@ -16,6 +16,7 @@ from predictors.models import (
     PREDICTORS,
     LightGBMPredictor,
     Predictor,
+    choose_shrinkage,
     create_predictor,
     load_predictor,
     space_fingerprint,
@@ -205,3 +206,30 @@ def test_default_shrinks_towards_the_macs_fit_only_when_the_rest_is_noise(space,
     loaded = load_predictor(path, space)
     assert loaded.shrinkage == shrunk.shrinkage
     np.testing.assert_array_equal(loaded.predict(archs[600:]), shrunk.predict(archs[600:]))
+
+
+def test_shrinkage_choice_lowest_error_and_one_standard_error_rule():
+    grid = [0.0, 0.5, 1.0]
+    lowest = [1.0, 1.0, 1.0, 1.0]  # factor 1.0 has the lowest mean squared error in every case
+    noisy_close = [1.2, 0.9, 1.1, 0.9]  # mean +0.025, standard error of the differences 0.075
+    noisier_close = [1.5, 0.8, 1.3, 0.8]  # mean +0.1, standard error 0.178
+    clearly_worse = [2.0, 2.1, 1.9, 2.0]  # mean +1.0, standard error 0.041
+    cases = [
+        (noisier_close, noisy_close, 0.0),  # both within one standard error: the MACs fit
+        (clearly_worse, noisy_close, 0.5),
+        (clearly_worse, [1.5, 1.4, 1.6, 1.5], 1.0),
+    ]
+    for at_zero, at_half, expected in cases:
+        errors = np.array([at_zero, at_half, lowest])
+        assert choose_shrinkage(grid, errors, one_standard_error=False) == 1.0
+        assert choose_shrinkage(grid, errors, one_standard_error=True) == expected
+
+
+def test_default_uses_the_one_standard_error_rule_only_below_50_archs(space, synthetic):
+    archs, targets = synthetic
+    assert PREDICTORS["lightgbm"].settings["one_standard_error_below"] == 50
+    log_macs = np.log(count_macs_many(space, archs[:30], num_classes=10) / 1e6)
+    noisy = log_macs + np.random.default_rng(2).normal(0, 1, 30) * log_macs.std()
+    assert create_predictor("lightgbm", space, seed=3).fit(archs[:30], noisy).shrinkage == 0.0
+    clean = create_predictor("lightgbm", space, seed=3).fit(archs[:30], targets[:30])
+    assert clean.shrinkage > 0.0  # a clear signal beyond MACs still reaches the trees
