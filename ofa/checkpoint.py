@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ofa.atomic import atomic_write, remove_stale_temp_files
+
 __all__ = ["atomic_save", "load_checkpoint"]
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
 
 
 def atomic_save(state: dict[str, Any], path: Path) -> None:
@@ -23,34 +19,8 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
     files left by a writer that was killed before the rename are removed first; readers only ever open
     ``path`` itself.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"{_temp_prefix(path)}*.tmp"):
-        stale.unlink(missing_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    remove_stale_temp_files(path)
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,13 +25,14 @@ import numpy as np
 import yaml
 
 from ofa._genome import Genome
+from ofa.atomic import atomic_write_text
 from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.budget import check_budget, parse_budget
 from ofa.flops import count_macs_many, count_params
 from ofa.pareto import pareto_front
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
-from predictors.dataset import atomic_write_text, read_arch_csv
+from predictors.dataset import read_arch_csv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

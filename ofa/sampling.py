@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ofa.atomic import atomic_write_text
 from ofa.flops import count_macs, count_macs_many
 from ofa.space import Arch, SearchSpace
 
@@ -114,10 +113,7 @@ def load_or_build_flops_table(
         except (KeyError, TypeError, ValueError):
             pass  # a stale or damaged cache is rebuilt
     table = build_flops_table(space, num_classes, num_samples, num_bins, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(table.to_dict(), handle)
-    os.replace(handle.name, path)
+    atomic_write_text(path, json.dumps(table.to_dict()))
     return table
 
 

@@ -434,6 +434,17 @@ def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max
     taken: set[bytes] = set()
     accepted_rows, keys = [], []
     over = np.empty((0, genome.columns), dtype=np.int64)  # the latest draws over the budget, for repair
+
+    def accept_new(rows: np.ndarray) -> None:
+        """Keep the rows not seen before, up to ``num_evaluations`` in all."""
+        keep = np.zeros(len(rows), dtype=bool)
+        for i, key in enumerate(genome.keys(rows)):
+            if len(keys) < num_evaluations and key not in taken:
+                taken.add(key)
+                keys.append(key)
+                keep[i] = True
+        accepted_rows.append(rows[keep])
+
     draws = 0
     while len(keys) < num_evaluations and draws < max_draws:
         batch = min(max_draws - draws, max(256, 2 * (num_evaluations - len(keys))))
@@ -441,23 +452,9 @@ def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max
         draws += batch
         fits = genome.mmacs(candidates) <= budget + TOLERANCE
         over = np.concatenate([over, candidates[~fits]])[-4 * num_evaluations :]
-        feasible = candidates[fits]
-        keep = np.zeros(len(feasible), dtype=bool)
-        for i, key in enumerate(genome.keys(feasible)):
-            if len(keys) < num_evaluations and key not in taken:
-                taken.add(key)
-                keys.append(key)
-                keep[i] = True
-        accepted_rows.append(feasible[keep])
+        accept_new(candidates[fits])
     if len(keys) < num_evaluations and len(over):
-        repaired = genome.shrink(over, budget)
-        keep = np.zeros(len(repaired), dtype=bool)
-        for i, key in enumerate(genome.keys(repaired)):
-            if len(keys) < num_evaluations and key not in taken:
-                taken.add(key)
-                keys.append(key)
-                keep[i] = True
-        accepted_rows.append(repaired[keep])
+        accept_new(genome.shrink(over, budget))
     rows = np.concatenate(accepted_rows)
     scores = scorer.score(keys, rows, genome.mmacs(rows))
     running = np.maximum.accumulate(scores)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
@@ -29,9 +27,10 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from numpy.typing import ArrayLike
 from tqdm import tqdm
 
+from ofa.atomic import atomic_write, atomic_write_text
 from ofa.flops import count_macs_many, count_params_many
 from ofa.space import Arch, SearchSpace
-from predictors.dataset import ArchRecord, atomic_write_text, target_values
+from predictors.dataset import ArchRecord, target_values
 from predictors.encoding import encode
 from predictors.metrics import kendall_tau, mae, pearson, precision_at_k, rmse, spearman
 from predictors.models import COST_MODELS, DEFAULT_PREDICTOR, PREDICTORS, CostPredictor, create_predictor
@@ -299,15 +298,7 @@ def plot_learning_curves(rows: Sequence[BenchmarkRow], path: str | Path) -> None
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(descriptor)
-    try:
-        figure.savefig(temp_name, format="png")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png"))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -26,13 +26,13 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ofa.atomic import atomic_write_text
 from ofa.space import Arch, SearchSpace
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "TARGETS",
     "ArchRecord",
     "append_arch_records",
-    "atomic_write_text",
     "csv_space_name",
     "read_arch_csv",
     "target_values",
@@ -277,18 +276,3 @@ def write_arch_csv(path: str | Path, records: Sequence[ArchRecord]) -> None:
     path = Path(path)
     text = _csv_line(CSV_COLUMNS) + "".join(_csv_line(_format_row(record)) for record in records)
     atomic_write_text(path, text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a fsynced temp file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -52,9 +52,9 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ofa.atomic import atomic_write_text
 from ofa.flops import count_macs_many, count_params_many
 from ofa.space import Arch, SearchSpace
-from predictors.dataset import atomic_write_text
 from predictors.encoding import DEFAULT_CLASSES, encode
 
 __all__ = [

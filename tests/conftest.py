@@ -1,4 +1,4 @@
-"""Shared fixtures: the shipped spaces and seeded archs."""
+"""Shared fixtures: the shipped spaces, seeded archs and randomised BN."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from ofa.space import Arch, SearchSpace, load_space
 
@@ -18,6 +19,19 @@ def seeded_archs(space: SearchSpace, count: int, seed: int = 0) -> list[Arch]:
     """Min, max and ``count`` random archs of ``space``."""
     rng = random.Random(seed)
     return [space.min_arch(), space.max_arch()] + [space.sample(rng) for _ in range(count)]
+
+
+def randomise_bn(model: nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics and affine parameters, so stale or missing buffers would show."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.num_batches_tracked.fill_(7)
 
 
 @pytest.fixture(params=SPACE_NAMES)

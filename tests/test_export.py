@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import ofa.export
 from ofa.export import ARCH_FILE, ONNX_FILE, WEIGHTS_FILE, export_subnet, load_subnet, preprocess, read_export_info
@@ -16,24 +15,12 @@ from ofa.flops import count_macs, count_params
 from ofa.space import Arch, SearchSpace, load_arch, load_space
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
+from tests.conftest import randomise_bn
 
 NUM_CLASSES = 4
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)
 METADATA = {"val_acc": 0.75, "test_acc": 0.7, "predicted_acc": None, "run": "runs/test"}
-
-
-def randomise(model: nn.Module, seed: int) -> None:
-    """Non-trivial BN statistics and affine parameters, so stale or missing buffers would show."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            size = module.num_features
-            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
-            module.num_batches_tracked.fill_(7)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +32,7 @@ def tiny() -> SearchSpace:
 def supernet(tiny: SearchSpace) -> Supernet:
     torch.manual_seed(0)
     model = Supernet(tiny, num_classes=NUM_CLASSES)
-    randomise(model, seed=1)
+    randomise_bn(model, seed=1)
     return model.eval()
 
 

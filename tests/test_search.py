@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.bench_search import synthetic_accuracy
 from ofa._genome import Genome
 from ofa.flops import count_macs_many
 from ofa.pareto import hypervolume, nondominated_ranks, pareto_front
@@ -31,23 +31,6 @@ TINY = load_space("tiny")
 TINY_MIN = smallest_mmacs(TINY)  # 0.118624 MMACs at 10 classes
 TINY_MAX = float(count_macs_many(TINY, [TINY.max_arch()], 10)[0]) / 1e6
 SMALL = SearchSettings(population=12, generations=3, seed=0)
-KERNEL5_GAIN = (0.04, 0.02, -0.01, -0.03)  # a 5x5 kernel helps early stages and hurts late ones
-
-
-def synthetic_accuracy(archs: list[Arch]) -> np.ndarray:
-    """A cheap known objective on the tiny space: saturating in capacity, diminishing with depth, and
-    not monotone (5x5 kernels and expand 6 in the last stage cost MACs but lower the score)."""
-    scores = []
-    for arch in archs:
-        capacity = 0.6 * math.log(arch.resolution / 16) + sum(0.15 * math.log(w / 8) for w in arch.width)
-        for stage, (kernels, expands) in enumerate(zip(arch.kernel_size, arch.expand_ratio)):
-            for block, (kernel, expand) in enumerate(zip(kernels, expands)):
-                gain = 0.25 * 0.6**block * (1 + 0.3 * math.log(expand))
-                gain += KERNEL5_GAIN[stage] if kernel == 5 else 0.0
-                gain -= 0.05 if stage == 3 and expand == 6 else 0.0
-                capacity += gain
-        scores.append(1 - math.exp(-capacity))
-    return np.array(scores)
 
 
 def exact_mmacs(space: SearchSpace, archs: tuple[Arch, ...] | list[Arch]) -> np.ndarray:

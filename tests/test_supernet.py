@@ -12,22 +12,10 @@ from ofa._dynamic import slice_to_shape
 from ofa.space import SearchSpace, load_space
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
-from tests.conftest import seeded_archs
+from tests.conftest import randomise_bn, seeded_archs
 
 # Big spaces run at a small input in the exactness test to stay fast; resolution is given by the input.
 TEST_INPUT_SIZE = {"tiny": None, "attentivenas": 40, "ofa_mbv3": 40}
-
-
-def randomise_bn(model: nn.Module, seed: int) -> None:
-    """Give every BN non-trivial statistics and affine parameters."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            size = module.num_features
-            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ofa.checkpoint
+import ofa.atomic
 import ofa.trainer
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.cli import main as cli_main
@@ -268,7 +268,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(
     path = tmp_path / "checkpoints" / "latest.pt"
     atomic_save(_small_state(1.0), path)
     before = path.read_bytes()
-    module = torch if target == "save" else ofa.checkpoint.os
+    module = torch if target == "save" else ofa.atomic.os
     monkeypatch.setattr(module, target, replacement)
     with pytest.raises((OSError, KeyboardInterrupt)):
         atomic_save(_small_state(2.0), path)
