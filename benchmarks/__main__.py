@@ -84,7 +84,7 @@ def _p5p6_rows(results: dict[str, float]) -> list[Row]:
     ]
     evolution, random_search = results["p6_default_evolution_ratio"], results["p6_default_random_ratio"]
     rows.append(("P6", "evolution hypervolume / best known front", evolution, ">= 0.99", evolution >= 0.99))
-    rows.append(("P6", "random search (same evaluations) / best known", random_search, "<= evolution", True))
+    rows.append(("P6", "random search / best known", random_search, "<= evolution", random_search <= evolution))
     return rows
 
 

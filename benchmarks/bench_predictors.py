@@ -12,8 +12,9 @@ no predictor can be expected to rank one measurement better than the other measu
 
 Run: ``python -m benchmarks.bench_predictors DATA.csv [--repeat REPEAT.csv]`` or with a run directory
 instead of the CSV (its archs are then measured first into ``RUN/archs.csv``; resumable). Without
-arguments it reads ``DEFAULT_DATA`` if it exists, else the ``archs.csv`` of the ``ofa run`` directory
-(``runs/digits-run``), else falls back to synthetic records (and says so).
+arguments it reads the shipped measurements ``benchmarks/data/digits_tiny_archs_seed{0,1}.csv`` (600 archs
+of a trained digits supernet; ``benchmarks/data/README.md`` says how they were made), else the
+``archs.csv`` of the ``ofa run`` directory (``runs/digits-run``), else synthetic records (and says so).
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ __all__ = [
     "summary_rows",
 ]
 
-DEFAULT_DATA = Path("/tmp/arch_data/digits_seed0.csv")  # written by `ofa evaluate /tmp/r5/digits ...`
-DEFAULT_REPEAT = Path("/tmp/arch_data/digits_seed1.csv")  # the same archs, BN-calibration seed 1
+DATA_FOLDER = Path(__file__).resolve().parent / "data"  # how these were measured: data/README.md
+DEFAULT_DATA = DATA_FOLDER / "digits_tiny_archs_seed0.csv"  # 600 archs of a trained digits supernet
+DEFAULT_REPEAT = DATA_FOLDER / "digits_tiny_archs_seed1.csv"  # the same archs, BN-calibration seed 1
 PIPELINE_DATA = Path("runs/digits-run/archs.csv")  # written by `ofa run`
 DEFAULT_TRAIN_SIZES = (25, 50, 100, 200, 400)
 DEFAULT_SEEDS = tuple(range(10))

@@ -14,17 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa.atomic import atomic_write_text
 from ofa.space import SearchSpace, load_space
-from predictors.bench import (
-    format_table,
-    noise_ceiling,
-    plot_learning_curves,
-    repeated_measurements,
-    run_benchmark,
-    write_results_csv,
-)
 from predictors.dataset import TARGETS, ArchRecord, csv_space_name, read_arch_csv, target_values
-from predictors.metrics import kendall_tau
 from predictors.models import DEFAULT_PREDICTOR, PREDICTORS, create_predictor
 
 __all__ = ["add_commands", "main"]
@@ -119,6 +111,8 @@ def _data_label(paths: Sequence[Path]) -> str:
 
 def run_fit(args: argparse.Namespace) -> int:
     """``predictors fit``: fit ``--model`` on every row and save it to ``--out``."""
+    from predictors.metrics import kendall_tau
+
     space, records = _load_data(args)
     targets = target_values(records, args.target)
     predictor = create_predictor(args.model, space, seed=args.seed)
@@ -135,6 +129,9 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     """``predictors bench``: the benchmark table, and the CSV and plot when ``--out`` is given."""
+    # the benchmark's imports (matplotlib, scipy) load only here: the other commands start faster
+    from predictors.bench import format_table, plot_learning_curves, run_benchmark, write_results_csv
+
     space, records = _load_data(args)
     names = [name.strip() for name in args.predictors.split(",") if name.strip()]
     rows = run_benchmark(
@@ -161,12 +158,15 @@ def run_bench(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_results_csv(rows, args.out / "results.csv")
         plot_learning_curves(rows, args.out / "learning_curves.png")
-        (args.out / "table.txt").write_text(text + "\n")
+        atomic_write_text(args.out / "table.txt", text + "\n")
         print(f"wrote {args.out / 'results.csv'}, {args.out / 'table.txt'}, {args.out / 'learning_curves.png'}")
     return 0
 
 
 def _ceiling_lines(records: Sequence[ArchRecord], target: str) -> list[str]:
+    from predictors.bench import noise_ceiling, repeated_measurements
+    from predictors.metrics import kendall_tau
+
     lines = []
     first, second = repeated_measurements(records, target)
     if first.size >= 2:
