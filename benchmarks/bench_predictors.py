@@ -34,14 +34,12 @@ from ofa.space import SearchSpace, load_space
 from predictors.bench import (
     BenchmarkRow,
     format_table,
-    noise_ceiling,
-    repeated_measurements,
+    noise_summary,
     run_benchmark,
     synthetic_records,
     write_results_csv,
 )
-from predictors.dataset import TARGETS, ArchRecord, csv_space_name, read_arch_csv
-from predictors.metrics import kendall_tau
+from predictors.dataset import TARGETS, ArchRecord, read_arch_csvs
 from predictors.models import DEFAULT_PREDICTOR, PREDICTORS
 
 __all__ = [
@@ -50,7 +48,6 @@ __all__ = [
     "goal_rows",
     "load_records",
     "main",
-    "noise_ceilings",
     "predictor_rows",
     "summary_rows",
 ]
@@ -102,9 +99,7 @@ def load_records(
     paths = [
         _measure_run(Path(source), num_archs, seed) if Path(source).is_dir() else Path(source) for source in sources
     ]
-    space = load_space(csv_space_name(paths[0]))
-    records = [record for path in paths for record in read_arch_csv(path, space)]
-    return space, records
+    return read_arch_csvs(paths)
 
 
 def predictor_rows(
@@ -172,18 +167,6 @@ def goal_rows(
         means = {name: _mean_tau(rows, name, size) for name in names}
         best = max((name for name in names if not math.isnan(means[name])), key=means.__getitem__)
         result.append(GoalRow(size, means.get(default, math.nan), means.get(baseline, math.nan), best, means[best]))
-    return result
-
-
-def noise_ceilings(records: Sequence[ArchRecord], target: str, repeats: Sequence[ArchRecord] = ()) -> dict[str, float]:
-    """Kendall tau between two measurements of the same archs (``records`` + ``repeats``), and between val
-    and test accuracy of ``records``."""
-    result = {}
-    first, second = repeated_measurements([*records, *repeats], target)
-    if first.size >= 2:
-        result["repeat_archs"] = float(first.size)
-        result["repeat_tau"] = noise_ceiling(first, second)
-    result["val_test_acc_tau"] = kendall_tau([record.val_acc for record in records], [r.test_acc for r in records])
     return result
 
 
@@ -264,13 +247,14 @@ def main(argv: Sequence[str] = (), quick: bool = False) -> dict[str, float]:
                 for goal in goals
             ],
         )
-        noise = noise_ceilings(records, target, repeats)
+        noise = noise_summary(records, target, repeats)
         if "repeat_tau" in noise:
             print(
                 f"noise ceiling ({target}, two measurements of {noise['repeat_archs']:.0f} archs): "
                 f"Kendall tau {noise['repeat_tau']:.3f}"
             )
-        print(f"val_acc vs test_acc (Kendall tau over {len(records)} rows): {noise['val_test_acc_tau']:.3f}")
+        if "val_test_acc_tau" in noise:
+            print(f"val_acc vs test_acc (Kendall tau over {len(records)} rows): {noise['val_test_acc_tau']:.3f}")
         if args.out is not None:
             write_results_csv(rows, args.out / f"results_{target}.csv")
         for goal in goals:

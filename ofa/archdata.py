@@ -6,9 +6,8 @@ on val (and test, reported separately), and every finished measurement is append
 so an interrupted run keeps what it measured and a rerun continues where it stopped.
 
 A measurement is identified by (arch, seed): the same archs measured again with another BN-calibration
-seed (``archs_from_csv`` + ``calibration_images``) give a second, independent measurement, and
-``split_half_scores`` scores each arch on two disjoint halves of val; both bound how well any predictor
-can rank the archs (the noise ceiling).
+seed (``archs_from_csv`` + ``ofa.data.calibration_images``) give a second, independent measurement, which
+bounds how well any predictor can rank the archs (the noise ceiling).
 """
 
 from __future__ import annotations
@@ -19,11 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from ofa.bn import recalibrate_bn, resize_to
-from ofa.data import calibration_batches
 from ofa.evaluate import evaluate_arch
 from ofa.flops import count_macs, count_params
 from ofa.sampling import FlopsTable, FlopsTargetSampler, space_fingerprint
@@ -33,10 +28,8 @@ from predictors.dataset import ArchRecord, append_arch_records, read_arch_csv
 
 __all__ = [
     "archs_from_csv",
-    "calibration_images",
     "measure_archs",
     "measure_to_csv",
-    "split_half_scores",
     "spread_archs",
 ]
 
@@ -186,36 +179,3 @@ def archs_from_csv(path: str | Path, space: SearchSpace) -> list[Arch]:
     if not records:
         raise ValueError(f"{path}: no rows")
     return list(dict.fromkeys(record.arch for record in records))
-
-
-def calibration_images(dataset: Dataset, num_batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    """The BN-calibration image batches drawn from ``dataset`` with ``seed`` (as training draws them)."""
-    return [images for images, _ in calibration_batches(dataset, num_batches, batch_size, seed)]
-
-
-@torch.no_grad()
-def split_half_scores(
-    supernet: Supernet, archs: Sequence[Arch], calibration_images: Sequence[torch.Tensor], val_batches: Iterable
-) -> np.ndarray:
-    """Accuracy and loss of each arch on the even- and on the odd-numbered images of val (disjoint halves).
-
-    Returns:
-        Shape (len(archs), 4): accuracy on the even half, on the odd half, loss on the even half, on the odd.
-    """
-    scores = np.zeros((len(archs), 4))
-    device = next(supernet.parameters()).device
-    for row, arch in enumerate(archs):
-        supernet.set_active(arch)
-        recalibrate_bn(supernet, calibration_images, arch.resolution)
-        correct, losses = [], []
-        for images, labels in val_batches:
-            images, labels = images.to(device), labels.to(device)
-            logits = supernet(resize_to(images, arch.resolution)).float()
-            correct.append((logits.argmax(1) == labels).cpu())
-            losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
-        hits, loss = torch.cat(correct).double().numpy(), torch.cat(losses).double().numpy()
-        if hits.size < 2:
-            raise ValueError("split halves need at least 2 validation images")
-        scores[row] = hits[0::2].mean(), hits[1::2].mean(), loss[0::2].mean(), loss[1::2].mean()
-    supernet.eval()
-    return scores

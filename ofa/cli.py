@@ -69,7 +69,8 @@ def _command_train(args: argparse.Namespace) -> None:
 
 
 def _command_evaluate(args: argparse.Namespace) -> None:
-    from ofa.archdata import archs_from_csv, calibration_images, measure_to_csv, spread_archs
+    from ofa.archdata import archs_from_csv, measure_to_csv, spread_archs
+    from ofa.data import calibration_images
     from ofa.runs import load_run
 
     if args.num_archs is not None and args.num_archs < 1:

@@ -53,6 +53,7 @@ __all__ = [
     "build_datasets",
     "build_loader",
     "calibration_batches",
+    "calibration_images",
     "random_resized_box",
     "random_translate",
 ]
@@ -533,3 +534,8 @@ def calibration_batches(
         labels = torch.tensor([int(label) for _, label in chunk], dtype=torch.long)
         batches.append((images, labels))
     return batches
+
+
+def calibration_images(dataset: Dataset, num_batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """The images of ``calibration_batches`` (what BN recalibration uses), without the labels."""
+    return [images for images, _ in calibration_batches(dataset, num_batches, batch_size, seed)]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict
-from ofa.data import DataBundle, calibration_batches
+from ofa.data import DataBundle, calibration_images
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.space import Arch, SearchSpace
 from ofa.supernet import Supernet
@@ -77,9 +77,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
         raise ValueError(f"checkpoint {path}: the weights do not fit its space {space.name!r} ({error})") from None
     supernet.eval()
     section = config.calibration
-    calibration = [
-        images for images, _ in calibration_batches(data.train, section.num_batches, section.batch_size, section.seed)
-    ]
+    calibration = calibration_images(data.train, section.num_batches, section.batch_size, section.seed)
     batch = config.data.eval_batch_size
     return LoadedRun(
         run_dir=run_dir,

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.config import config_to_dict
-from ofa.data import DataBundle, DataConfig, build_datasets, calibration_batches
+from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
 from ofa.distributed import init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
@@ -253,12 +253,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         raise ValueError(f"the training set ({len(data.train)} images) is smaller than one batch ({per_rank_batch})")
     optimizer = build_optimizer(supernet, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs)
-    calibration = [
-        images
-        for images, _ in calibration_batches(
-            data.train, config.calibration.num_batches, config.calibration.batch_size, config.calibration.seed
-        )
-    ]
+    section = config.calibration
+    calibration = calibration_images(data.train, section.num_batches, section.batch_size, section.seed)
     val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
     test_loader = DataLoader(data.test, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
     start_epoch, best_accuracy = 0, -1.0

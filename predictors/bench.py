@@ -40,6 +40,7 @@ __all__ = [
     "BenchmarkRow",
     "format_table",
     "noise_ceiling",
+    "noise_summary",
     "plot_learning_curves",
     "repeated_measurements",
     "run_benchmark",
@@ -329,6 +330,22 @@ def repeated_measurements(records: Sequence[ArchRecord], target: str = "val_acc"
         return np.zeros(0), np.zeros(0)
     first, second = zip(*pairs)
     return np.array(first), np.array(second)
+
+
+def noise_summary(
+    records: Sequence[ArchRecord], target: str = "val_acc", repeats: Sequence[ArchRecord] = ()
+) -> dict[str, float]:
+    """What bounds a predictor on these records: ``repeat_tau`` (the noise ceiling of ``target`` over the
+    ``repeat_archs`` archs measured twice in ``records`` + ``repeats``, when any are) and ``val_test_acc_tau``
+    (val vs test accuracy of ``records``)."""
+    result = {}
+    first, second = repeated_measurements([*records, *repeats], target)
+    if first.size >= 2:
+        result["repeat_archs"] = float(first.size)
+        result["repeat_tau"] = noise_ceiling(first, second)
+    if len(records) >= 2:
+        result["val_test_acc_tau"] = kendall_tau([r.val_acc for r in records], [r.test_acc for r in records])
+    return result
 
 
 def synthetic_records(

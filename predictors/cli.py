@@ -12,11 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ofa.atomic import atomic_write_text
 from ofa.space import SearchSpace, load_space
-from predictors.dataset import TARGETS, ArchRecord, csv_space_name, read_arch_csv, target_values
+from predictors.dataset import TARGETS, ArchRecord, read_arch_csvs, target_values
 from predictors.models import DEFAULT_PREDICTOR, PREDICTORS, create_predictor
 
 __all__ = ["add_commands", "main"]
@@ -95,14 +93,7 @@ def _int_list(text: str, option: str) -> list[int]:
 
 def _load_data(args: argparse.Namespace) -> tuple[SearchSpace, list[ArchRecord]]:
     """The space and the records of every data file (all read for the same space)."""
-    space = load_space(args.space if args.space is not None else csv_space_name(args.data[0]))
-    records: list[ArchRecord] = []
-    for path in args.data:
-        file_records = read_arch_csv(path, space)
-        if not file_records:
-            raise ValueError(f"{path}: no rows")
-        records.extend(file_records)
-    return space, records
+    return read_arch_csvs(args.data, load_space(args.space) if args.space is not None else None)
 
 
 def _data_label(paths: Sequence[Path]) -> str:
@@ -164,21 +155,18 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _ceiling_lines(records: Sequence[ArchRecord], target: str) -> list[str]:
-    from predictors.bench import noise_ceiling, repeated_measurements
-    from predictors.metrics import kendall_tau
+    from predictors.bench import noise_summary
 
+    noise = noise_summary(records, target)
     lines = []
-    first, second = repeated_measurements(records, target)
-    if first.size >= 2:
+    if "repeat_tau" in noise:
         lines.append(
-            f"noise ceiling (Kendall tau of {target} between two measurements of {first.size} archs): "
-            f"{noise_ceiling(first, second):.3f}"
+            f"noise ceiling (Kendall tau of {target} between two measurements of {noise['repeat_archs']:.0f} archs): "
+            f"{noise['repeat_tau']:.3f}"
         )
-    validation = np.array([record.val_acc for record in records])
-    test = np.array([record.test_acc for record in records])
-    if len(records) >= 2:
+    if "val_test_acc_tau" in noise:
         lines.append(
-            f"val_acc vs test_acc agreement (Kendall tau over {len(records)} rows): {kendall_tau(validation, test):.3f}"
+            f"val_acc vs test_acc agreement (Kendall tau over {len(records)} rows): {noise['val_test_acc_tau']:.3f}"
         )
     return lines
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ofa.atomic import atomic_write_text
-from ofa.space import Arch, SearchSpace
+from ofa.space import Arch, SearchSpace, load_space
 
 __all__ = [
     "CSV_COLUMNS",
@@ -43,6 +43,7 @@ __all__ = [
     "append_arch_records",
     "csv_space_name",
     "read_arch_csv",
+    "read_arch_csvs",
     "target_values",
     "write_arch_csv",
 ]
@@ -269,6 +270,26 @@ def append_arch_records(path: str | Path, records: Sequence[ArchRecord]) -> None
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def read_arch_csvs(
+    paths: Sequence[str | Path], space: SearchSpace | None = None
+) -> tuple[SearchSpace, list[ArchRecord]]:
+    """The records of several arch CSVs read as one data set, in the space of the first (or ``space``).
+
+    Raises:
+        ValueError: no paths, a missing, invalid or empty file, or a file of another space.
+    """
+    if not paths:
+        raise ValueError("give at least one arch CSV")
+    space = space if space is not None else load_space(csv_space_name(paths[0]))
+    records: list[ArchRecord] = []
+    for path in paths:
+        file_records = read_arch_csv(path, space)
+        if not file_records:
+            raise ValueError(f"{path}: no rows")
+        records.extend(file_records)
+    return space, records
 
 
 def write_arch_csv(path: str | Path, records: Sequence[ArchRecord]) -> None:

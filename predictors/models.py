@@ -444,6 +444,8 @@ class LightGBMPredictor(_FilePredictor):
         if not self._members:
             raise ValueError(f"predictor {self.name!r} is not fitted; call fit first")
         features = self.features(archs)
+        if self._shrinkage == 0.0:  # the MACs fit alone: the members would be multiplied by zero
+            return _linear_base_predict(self._anchor, features)
         average = self._members_predict(self._members, features)
         if self._shrinkage == 1.0:
             return average

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ofa.archdata
-from ofa.archdata import archs_from_csv, measure_to_csv, split_half_scores, spread_archs
+from ofa.archdata import archs_from_csv, measure_to_csv, spread_archs
 from ofa.evaluate import evaluate_arch
 from ofa.flops import count_macs_many
 from ofa.space import SearchSpace, load_space
@@ -147,13 +147,3 @@ def test_archs_from_csv_checks_the_space(tiny, supernet, batches, tmp_path):
     (tmp_path / "empty.csv").write_text(path.read_text().splitlines()[0] + "\n")
     with pytest.raises(ValueError, match="no rows"):
         archs_from_csv(tmp_path / "empty.csv", tiny)
-
-
-def test_split_halves_average_to_the_full_score(tiny, supernet, batches):
-    archs = [tiny.min_arch(), tiny.max_arch()]
-    halves = split_half_scores(supernet, archs, batches["calibration"], batches["val"])
-    assert halves.shape == (2, 4)
-    for arch, (accuracy_even, accuracy_odd, loss_even, loss_odd) in zip(archs, halves):
-        full = evaluate_arch(supernet, arch, batches["calibration"], batches["val"])
-        assert (accuracy_even + accuracy_odd) / 2 == pytest.approx(full.accuracy)
-        assert (loss_even + loss_odd) / 2 == pytest.approx(full.loss, rel=1e-5)

@@ -12,6 +12,7 @@ from predictors.bench import (
     BenchmarkRow,
     format_table,
     noise_ceiling,
+    noise_summary,
     plot_learning_curves,
     repeated_measurements,
     run_benchmark,
@@ -214,6 +215,10 @@ def test_noise_ceiling(space, records):
     assert first.size == 20
     np.testing.assert_allclose(second - first, 0.01)
     assert repeated_measurements(records)[0].size == 0
+    summary = noise_summary(repeated)
+    assert summary["repeat_archs"] == 20 and summary["repeat_tau"] == pytest.approx(1.0)  # a shift keeps the order
+    assert "repeat_tau" not in noise_summary(records)
+    assert noise_summary(records)["val_test_acc_tau"] == pytest.approx(noise_ceiling(values, tests))
 
 
 def test_format_table_of_nothing():

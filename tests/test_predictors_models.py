@@ -225,11 +225,28 @@ def test_shrinkage_choice_lowest_error_and_one_standard_error_rule():
         assert choose_shrinkage(grid, errors, one_standard_error=True) == expected
 
 
-def test_default_uses_the_one_standard_error_rule_only_below_50_archs(space, synthetic):
+def test_default_uses_the_one_standard_error_rule_only_below_50_archs(space, synthetic, monkeypatch):
     archs, targets = synthetic
-    assert PREDICTORS["lightgbm"].settings["one_standard_error_below"] == 50
+    asked = []
+
+    def spy(grid, squared_errors, one_standard_error):
+        asked.append((squared_errors.shape[1], one_standard_error))
+        return choose_shrinkage(grid, squared_errors, one_standard_error)
+
+    monkeypatch.setattr("predictors.models.choose_shrinkage", spy)
+    for size in (49, 50):
+        create_predictor("lightgbm", space, seed=3).fit(archs[:size], targets[:size])
+    assert asked == [(49, True), (50, False)]
+
+
+def test_a_predictor_shrunk_to_the_macs_fit_ranks_by_macs(space, synthetic, tmp_path):
+    archs, _ = synthetic
     log_macs = np.log(count_macs_many(space, archs[:30], num_classes=10) / 1e6)
     noisy = log_macs + np.random.default_rng(2).normal(0, 1, 30) * log_macs.std()
-    assert create_predictor("lightgbm", space, seed=3).fit(archs[:30], noisy).shrinkage == 0.0
-    clean = create_predictor("lightgbm", space, seed=3).fit(archs[:30], targets[:30])
-    assert clean.shrinkage > 0.0  # a clear signal beyond MACs still reaches the trees
+    predictor = create_predictor("lightgbm", space, seed=3).fit(archs[:30], noisy)
+    assert predictor.shrinkage == 0.0  # MACs + noise and 30 archs: the MACs fit is kept
+    predicted = predictor.predict(archs[600:])
+    macs = count_macs_many(space, archs[600:], num_classes=10)
+    assert kendall_tau(predicted, macs) == pytest.approx(1.0)  # rank by MACs exactly, trees unused
+    predictor.save(tmp_path / "shrunk.json")
+    np.testing.assert_array_equal(load_predictor(tmp_path / "shrunk.json", space).predict(archs[600:]), predicted)
