@@ -34,6 +34,12 @@ def randomise_bn(model: nn.Module, seed: int) -> None:
             module.num_batches_tracked.fill_(7)
 
 
+@pytest.fixture(scope="session")
+def tiny() -> SearchSpace:
+    """The CPU search space (a frozen value, shared by every test)."""
+    return load_space("tiny")
+
+
 @pytest.fixture(params=SPACE_NAMES)
 def space(request: pytest.FixtureRequest) -> SearchSpace:
     """Every shipped search space."""

@@ -25,11 +25,6 @@ NUM_CLASSES = 10
 
 
 @pytest.fixture(scope="module")
-def tiny() -> SearchSpace:
-    return load_space("tiny")
-
-
-@pytest.fixture(scope="module")
 def supernet(tiny: SearchSpace) -> Supernet:
     torch.manual_seed(0)
     return Supernet(tiny, NUM_CLASSES, dropout=0.0).eval()

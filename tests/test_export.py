@@ -12,7 +12,7 @@ import torch
 import ofa.export
 from ofa.export import ARCH_FILE, ONNX_FILE, WEIGHTS_FILE, export_subnet, load_subnet, preprocess, read_export_info
 from ofa.flops import count_macs, count_params
-from ofa.space import Arch, SearchSpace, load_arch, load_space
+from ofa.space import Arch, SearchSpace, load_arch
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
 from tests.conftest import randomise_bn
@@ -21,11 +21,6 @@ NUM_CLASSES = 4
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)
 METADATA = {"val_acc": 0.75, "test_acc": 0.7, "predicted_acc": None, "run": "runs/test"}
-
-
-@pytest.fixture(scope="module")
-def tiny() -> SearchSpace:
-    return load_space("tiny")
 
 
 @pytest.fixture(scope="module")

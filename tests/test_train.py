@@ -17,7 +17,7 @@ from ofa.bn import resize_to
 from ofa.distributed import DistributedContext
 from ofa.flops import count_macs, count_macs_many
 from ofa.sampling import AttentiveSampler, FlopsTargetSampler, build_flops_table
-from ofa.space import Arch, SearchSpace, load_space
+from ofa.space import Arch, SearchSpace
 from ofa.supernet import Supernet
 from ofa.train import (
     StepSettings,
@@ -36,12 +36,6 @@ from predictors.models import create_predictor
 NUM_CLASSES = 10
 SINGLE = DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
 NO_CLIP = StepSettings(label_smoothing=0.1, dropout=0.0, grad_clip_value=0.0, bf16=False)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> SearchSpace:
-    """The CPU search space."""
-    return load_space("tiny")
 
 
 @pytest.fixture(scope="module")
