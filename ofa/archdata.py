@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ofa.evaluate import evaluate_arch
+from ofa.evaluate import evaluate_arch, evaluate_model
 from ofa.flops import count_macs, count_params
 from ofa.sampling import FlopsTable, FlopsTargetSampler, space_fingerprint
 from ofa.space import Arch, SearchSpace
@@ -118,15 +118,17 @@ def measure_archs(
     archs: Sequence[Arch],
     calibration_images: Sequence[torch.Tensor],
     val_batches: Iterable,
-    test_batches: Iterable,
+    test_batches: Iterable | None,
     seed: int,
 ) -> Iterator[ArchRecord]:
-    """Evaluate each arch (BN recalibrated) on val and test; yield one record per arch as it is done."""
+    """Evaluate each arch (BN recalibrated once) on val and, unless ``test_batches`` is None, on test.
+
+    Yields one record per arch as it is done.
+    """
     space, num_classes = supernet.space, supernet.num_classes
     for arch in archs:
         val = evaluate_arch(supernet, arch, calibration_images, val_batches)
-        supernet.eval()
-        test = evaluate_arch(supernet, arch, calibration_images, test_batches)
+        test = None if test_batches is None else evaluate_model(supernet, test_batches, arch.resolution)
         yield ArchRecord(
             space=space.name,
             arch=arch,
@@ -134,7 +136,7 @@ def measure_archs(
             params=count_params(space, arch, num_classes),
             resolution=arch.resolution,
             val_acc=val.accuracy,
-            test_acc=test.accuracy,
+            test_acc=None if test is None else test.accuracy,
             val_loss=val.loss,
             seed=seed,
         )
@@ -146,7 +148,7 @@ def measure_to_csv(
     archs: Sequence[Arch],
     calibration_images: Sequence[torch.Tensor],
     val_batches: Iterable,
-    test_batches: Iterable,
+    test_batches: Iterable | None,
     seed: int,
     progress: bool = False,
 ) -> list[ArchRecord]:

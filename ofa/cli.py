@@ -85,9 +85,10 @@ def _command_evaluate(args: argparse.Namespace) -> None:
     seed = section.seed if args.calibration_seed is None else args.calibration_seed
     images = run.calibration_images
     if seed != section.seed:
-        images = calibration_images(run.data.train, section.num_batches, section.batch_size, seed)
+        images = calibration_images(run.data.train, section.batches_for(run.data.name), section.batch_size, seed)
+    test_loader = None if args.val_only else run.test_loader
     records = measure_to_csv(
-        out, run.supernet, archs, images, run.val_loader, run.test_loader, seed, progress=sys.stderr.isatty()
+        out, run.supernet, archs, images, run.val_loader, test_loader, seed, progress=sys.stderr.isatty()
     )
     print(f"{len(records)} measurements in {out} ({len(archs)} archs asked, calibration seed {seed})")
 
@@ -174,10 +175,16 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="CSV path (default RUN/archs.csv); an existing file is continued")
     parser.add_argument("--seed", type=int, default=0, help="which archs are drawn")
     parser.add_argument("--archs-from", help="measure the archs of this arch CSV instead of drawing new ones")
+    parser.add_argument("--val-only", action="store_true", help="measure val only (test_acc left empty)")
     parser.add_argument(
         "--calibration-seed", type=int, help="BN-calibration seed, written to the seed column (default: the run's)"
     )
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "latest"),
+        default="latest",
+        help="weights to measure: latest = the final weights (default); best = best largest-subnet val acc",
+    )
     parser.set_defaults(handler=_command_evaluate)
 
     parser = commands.add_parser("export", help="write a standalone subnet (arch.json + model.safetensors)")

@@ -92,7 +92,9 @@ def compare_samplers(
     }  # every config is checked before the first training starts
     first = next(iter(configs.values()))
     space = load_space(first.model.space)
-    num_classes = build_data(first, space).num_classes
+    data = build_data(first, space)
+    data.require_test()  # test accuracy is reported: refuse a data set without a test split before training
+    num_classes = data.num_classes
     high = float(count_macs_many(space, [space.max_arch()], num_classes)[0]) / 1e6
     budgets = [check_budget(space, budget, num_classes) for budget in budgets] if budgets else None
     budgets = budgets or default_budgets(space, num_classes, 4)

@@ -14,8 +14,13 @@ steps resize each batch to the active subnet's resolution (once-for-all, Cai et 
   ``download=True``). A fixed stratified 5000-image validation split of the official train set; test is
   the official test set. Train augmentation: random crop 32 with padding 4 and horizontal flip.
 * ``imagefolder``: ``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet's layout), optional
-  ``root/test``; without it, test is val (``DataBundle.test_is_val``). Train: random resized crop
-  (scale 0.08..1, ratio 3/4..4/3) and flip; eval: resize to ``image_size / 0.875``, centre crop.
+  ``root/test``. Without it there is no test split (``DataBundle.test`` is None and whatever reports test
+  accuracy refuses the data) unless ``test_fraction`` holds out a fixed stratified part of val as test:
+  val is never silently reused as test. Augmentation (``augment``): ``resized_crop`` (the ImageNet
+  protocol, the default) trains on random resized crops (scale 0.08..1, ratio 3/4..4/3) and flips and
+  evaluates on a resize to ``image_size / 0.875`` and a centre crop; ``crop_flip`` (the CIFAR protocol,
+  for small images such as the CIFAR-10 development set) trains on random crops of the image zero-padded
+  by ``image_size // 8`` and flips, and evaluates on the whole image (resized only if its size differs).
 
 Splits never depend on the run's seed. Augmentation draws from an explicit ``torch.Generator`` per data
 set, seeded with ``DataConfig.seed``; inside a DataLoader worker it is combined with the worker's seed,
@@ -46,7 +51,9 @@ __all__ = [
     "DIGITS_SPLIT_SIZES",
     "DataBundle",
     "DataConfig",
+    "AUGMENTATIONS",
     "ImageTransform",
+    "PilTensorTransform",
     "ResizedCropTransform",
     "SplitDataset",
     "TensorTransform",
@@ -59,6 +66,7 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+AUGMENTATIONS = ("auto", "resized_crop", "crop_flip")  # auto: each data set's own protocol
 SPLIT_SEED = 0  # every split is fixed by this seed, never by the run's seed
 DIGITS_SPLIT_SIZES = (1257, 270, 270)  # train / val / test of the 1797 digits (70 / 15 / 15 %)
 CIFAR_VAL_SIZE = 5000  # images held out of the official CIFAR train set for validation
@@ -97,6 +105,8 @@ class DataConfig:
     workers: int = 0
     download: bool = False
     seed: int = 0
+    augment: str = "auto"  # imagefolder: auto (= resized_crop) | resized_crop | crop_flip
+    test_fraction: float = 0.0  # imagefolder without root/test: fraction of val held out as test
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
@@ -108,6 +118,16 @@ class DataConfig:
         _check_int(self.seed, "seed", 0)
         if not isinstance(self.download, bool):
             raise ValueError(f"data.download must be true or false, got {self.download!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"data.augment: {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+        if self.augment != "auto" and self.name != "imagefolder":
+            raise ValueError(f"data.augment: {self.augment!r} applies to imagefolder only; {self.name} uses 'auto'")
+        if isinstance(self.test_fraction, bool) or not (
+            isinstance(self.test_fraction, (int, float)) and 0.0 <= self.test_fraction < 1.0
+        ):
+            raise ValueError(f"data.test_fraction must be a number in [0, 1), got {self.test_fraction!r}")
+        if self.test_fraction and self.name != "imagefolder":
+            raise ValueError(f"data.test_fraction applies to imagefolder without a test folder, not to {self.name}")
         if self.name != "digits" and not self.root:
             raise ValueError(f"data.root is required for data set {self.name!r} (a local folder), got {self.root!r}")
 
@@ -119,14 +139,20 @@ class DataBundle:
     name: str
     train: Dataset
     val: Dataset
-    test: Dataset
+    test: Dataset | None  # None: an image folder without a test split (see ``require_test``)
     num_classes: int
     input_channels: int
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...]
-    test_is_val: bool = False  # imagefolder without a test folder evaluates "test" on val
+    missing_test_reason: str = ""  # why ``test`` is None
+
+    def require_test(self) -> Dataset:
+        """The test split; a ``ValueError`` saying how to get one when the data set has none."""
+        if self.test is None:
+            raise ValueError(self.missing_test_reason or f"data set {self.name!r} has no test split")
+        return self.test
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -247,6 +273,16 @@ class ResizedCropTransform:
             if float(torch.rand((), generator=generator)) < 0.5:
                 image = TF.hflip(image)
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
+
+
+class PilTensorTransform:
+    """PIL image -> uint8 tensor -> :class:`TensorTransform` (the CIFAR protocol for image folders)."""
+
+    def __init__(self, tensor_transform: TensorTransform) -> None:
+        self.tensor_transform = tensor_transform
+
+    def __call__(self, image: Image.Image, generator: torch.Generator | None) -> torch.Tensor:
+        return self.tensor_transform(TF.pil_to_tensor(image.convert("RGB")), generator)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -436,6 +472,14 @@ def _check_same_classes(reference: Path, classes: Sequence[str], other: Path, ot
         )
 
 
+def _imagefolder_transform(config: DataConfig) -> ImageTransform:
+    """The image folders' transform (it augments when given a generator)."""
+    if config.augment == "crop_flip":
+        size = config.image_size
+        return PilTensorTransform(TensorTransform(size, IMAGENET_MEAN, IMAGENET_STD, max_shift=size // 8, flip=True))
+    return ResizedCropTransform(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+
+
 def _imagefolder(config: DataConfig) -> DataBundle:
     root = Path(str(config.root)).expanduser()
     if not root.is_dir():
@@ -443,28 +487,47 @@ def _imagefolder(config: DataConfig) -> DataBundle:
     train = _image_folder(root / "train")
     val = _image_folder(root / "val")
     _check_same_classes(root / "train", train.classes, root / "val", val.classes)
-    test_is_val = not (root / "test").exists()
-    test = val if test_is_val else _image_folder(root / "test")
-    if not test_is_val:
+    has_test = (root / "test").exists()
+    if has_test and config.test_fraction:
+        raise ValueError(
+            f"imagefolder: {root / 'test'} exists, so data.test_fraction must be 0 (got {config.test_fraction})"
+        )
+    transform = _imagefolder_transform(config)
+
+    def split(folder: ImageFolder, indices: Sequence[int], augment: bool) -> SplitDataset:
+        return _split(folder, indices, folder.targets, transform, augment, config.seed)
+
+    val_indices, test_split, reason = list(range(len(val))), None, ""
+    if has_test:
+        test = _image_folder(root / "test")
         _check_same_classes(root / "train", train.classes, root / "test", test.classes)
-    transform = ResizedCropTransform(config.image_size, IMAGENET_MEAN, IMAGENET_STD)  # augments given a generator
-
-    def whole(folder: ImageFolder, augment: bool) -> SplitDataset:
-        return SplitDataset(folder, range(len(folder)), folder.targets, transform, augment, config.seed)
-
-    val_split = whole(val, False)
+        test_split = split(test, range(len(test)), False)
+    elif config.test_fraction:
+        held_out = max(len(val.classes), round(config.test_fraction * len(val)))
+        if held_out >= len(val):
+            raise ValueError(
+                f"imagefolder: data.test_fraction {config.test_fraction} leaves no validation images "
+                f"of the {len(val)} in {root / 'val'}"
+            )
+        val_indices, test_indices = _stratified(val.targets, held_out)
+        test_split = split(val, test_indices, False)
+    else:
+        reason = (
+            f"imagefolder: {root} has no test/ folder, so there is no test accuracy to report; add "
+            f"{root}/test/<class>/<image>, or set data.test_fraction (e.g. 0.5) to hold out part of val as test"
+        )
     return DataBundle(
         name="imagefolder",
-        train=whole(train, True),
-        val=val_split,
-        test=val_split if test_is_val else whole(test, False),
+        train=split(train, range(len(train)), True),
+        val=split(val, val_indices, False),
+        test=test_split,
         num_classes=len(train.classes),
         input_channels=3,
         image_size=config.image_size,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         classes=tuple(train.classes),
-        test_is_val=test_is_val,
+        missing_test_reason=reason,
     )
 
 

@@ -12,7 +12,7 @@ shipped as plain data plus weights. The folder holds
 
 The folder is built in a temporary sibling and renamed into place, so an interrupted export never leaves a
 half-written target and never damages a previous export. Inputs are NCHW images with values in [0, 1],
-resized to ``resolution`` (bilinear) and normalised per channel as ``(x - mean) / std`` (see
+resized to ``resolution`` (bilinear, antialiased when downsampling) and normalised per channel as ``(x - mean) / std`` (see
 :func:`preprocess`).
 """
 
@@ -125,7 +125,10 @@ def export_subnet(
             "channels": space.input_channels,
             "mean": mean_list,
             "std": std_list,
-            "layout": "NCHW, values in [0, 1], resized (bilinear) to resolution, then (x - mean) / std",
+            "layout": (
+                "NCHW, values in [0, 1], resized (bilinear, antialiased when downsampling) to resolution, "
+                "then (x - mean) / std"
+            ),
         },
         "num_classes": num_classes,
         "macs": macs,

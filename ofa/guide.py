@@ -1,9 +1,12 @@
 """Predictor-guided training: a uniform sandwich warm-up, then BestUp/WorstUp scored by a tree predictor.
 
 After ``guide.warmup_epochs`` epochs a set of archs spread over the FLOPs range is evaluated inside the
-supernet (BN recalibrated, val accuracy), the predictor is fitted on them, and attentive sampling uses
-its predictions; every ``refit_every`` epochs fresh archs are evaluated and the predictor is refitted on
-all data so far. Each fitted predictor and the arch data behind it stay in ``RUN/predictor/``.
+supernet (BN recalibrated, val accuracy only: the test split never steers training), the predictor is
+fitted on them, and attentive sampling uses its predictions; every ``refit_every`` epochs fresh archs are
+evaluated and the predictor is refitted on those alone. Rows measured on earlier weights are not mixed
+in: every refit's rows carry an offset of their own epoch (the whole supernet got better since), which
+has nothing to do with the arch and would blur the ranking. Each fitted predictor and the arch data
+behind it stay in ``RUN/predictor/`` (the CSV's seed column names the refit: ``seed * 1000 + epoch``).
 """
 
 from __future__ import annotations
@@ -58,15 +61,15 @@ class PredictorGuide:
         supernet: Supernet,
         calibration_images: Sequence[torch.Tensor],
         val_batches: Iterable,
-        test_batches: Iterable,
     ) -> bool:
-        """Evaluate fresh archs and refit when ``epoch`` is due; returns whether it refitted."""
+        """Evaluate fresh archs on val and refit on them when ``epoch`` is due; returns whether it refitted."""
         if not self._due(epoch):
             return False
         # the guide draws from its own seeded stream, so the training randomness is unchanged
         seed = self.config.seed * 1000 + epoch
         archs = spread_archs(self.space, self.config.guide.num_archs, supernet.num_classes, seed)
-        records = measure_to_csv(self.data_path, supernet, archs, calibration_images, val_batches, test_batches, seed)
+        measured = measure_to_csv(self.data_path, supernet, archs, calibration_images, val_batches, None, seed)
+        records = [record for record in measured if record.seed == seed]  # the current weights' rows only
         predictor = create_predictor(self.config.guide.model, self.space, seed=self.config.seed)
         predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))
         predictor.save(self.folder / f"predictor_epoch{epoch:03d}.json")

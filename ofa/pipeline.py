@@ -161,8 +161,11 @@ def run_pipeline(
     from ofa.report import write_report
     from ofa.runs import load_run
     from ofa.search import SearchSettings
+    from ofa.space import load_space
+    from ofa.trainer import build_data
 
     config = load_train_config(config_path, tuple(overrides))
+    build_data(config, load_space(config.model.space)).require_test()  # the report needs test accuracy
     show = sys.stderr.isatty() if progress is None else progress
     result = PipelineResult(config.run_dir)
     clock = time.perf_counter()
@@ -177,7 +180,7 @@ def run_pipeline(
     result.val_acc_max, result.val_acc_min = train_or_continue(config, show, "[1/6] ")
     lap("train")
 
-    run = load_run(config.run_dir, "best")
+    run = load_run(config.run_dir, "latest")  # the final weights (see ofa.runs.load_run)
     space, num_classes = run.space, run.num_classes
     _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
     archs = spread_archs(space, settings.num_archs, num_classes, settings.seed)

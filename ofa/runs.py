@@ -31,7 +31,11 @@ class LoadedRun:
     data: DataBundle
     calibration_images: list[torch.Tensor]
     val_loader: DataLoader
-    test_loader: DataLoader
+
+    @property
+    def test_loader(self) -> DataLoader:
+        """Batches of the test split (a ``ValueError`` when the data set has none, never val instead)."""
+        return DataLoader(self.data.require_test(), self.config.data.eval_batch_size, shuffle=False)
 
     @property
     def num_classes(self) -> int:
@@ -46,8 +50,12 @@ class LoadedRun:
         return evaluate_arch(self.supernet, arch, self.calibration_images, loader)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
-    """Reopen ``run_dir`` from its ``best`` or ``latest`` checkpoint (a clear error if there is none).
+def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
+    """Reopen ``run_dir`` from its ``latest`` (the final weights, the default) or ``best`` checkpoint.
+
+    Search, query, export and evaluation read the final weights by default: ``best.pt`` is chosen on the
+    largest subnet's val accuracy alone, and says nothing about the rest of the front. A missing
+    checkpoint is a clear error.
 
     Like training, this applies the config's ``cpu_threads`` (torch intra-op threads) when it is set.
     """
@@ -77,7 +85,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
         raise ValueError(f"checkpoint {path}: the weights do not fit its space {space.name!r} ({error})") from None
     supernet.eval()
     section = config.calibration
-    calibration = calibration_images(data.train, section.num_batches, section.batch_size, section.seed)
+    calibration = calibration_images(data.train, section.batches_for(data.name), section.batch_size, section.seed)
     batch = config.data.eval_batch_size
     return LoadedRun(
         run_dir=run_dir,
@@ -87,5 +95,4 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
         data=data,
         calibration_images=calibration,
         val_loader=DataLoader(data.val, batch, shuffle=False),
-        test_loader=DataLoader(data.test, batch, shuffle=False),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,10 +36,14 @@ __all__ = [
     "FlopsTargetSampler",
     "UniformSampler",
     "build_flops_table",
+    "default_flops_bin_mmacs",
     "load_or_build_flops_table",
 ]
 
 SAMPLERS = ("uniform", "flops", "bestup", "worstup")
+REFERENCE_BIN_MMACS = 25.0  # AttentiveNAS's FLOPs-target bin width on its ImageNet space
+REFERENCE_NUM_BINS = 70  # about how many such bins its space spans (203..1939 MMACs)
+PAPER_SCALE_RANGE_MMACS = 500.0  # spaces spanning at least this many MMACs use the reference width
 SCORERS = ("loss", "predictor")
 
 
@@ -76,27 +81,61 @@ def space_fingerprint(space: SearchSpace) -> str:
     return hashlib.sha256(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def default_flops_bin_mmacs(space: SearchSpace, num_classes: int) -> float:
+    """The FLOPs-target bin width (MMACs) used when the config leaves it unset.
+
+    The reference width, 25 MMACs, on spaces spanning at least 500 MMACs (the paper spaces); on smaller
+    spaces the width that cuts the range into about as many bins as the reference has on its own space
+    (``(max - min) / 70``), so the k candidates of one target are about as alike as the reference's.
+    """
+    low = count_macs(space, space.min_arch(), num_classes) / 1e6
+    high = count_macs(space, space.max_arch(), num_classes) / 1e6
+    if high - low >= PAPER_SCALE_RANGE_MMACS:
+        return REFERENCE_BIN_MMACS
+    return max(high - low, 1e-6) / REFERENCE_NUM_BINS
+
+
 def build_flops_table(
-    space: SearchSpace, num_classes: int, num_samples: int = 20000, num_bins: int = 25, seed: int = 0
+    space: SearchSpace, num_classes: int, num_samples: int = 20000, bin_mmacs: float | None = None, seed: int = 0
 ) -> FlopsTable:
-    """Histogram the MMACs of ``num_samples`` uniform archs into ``num_bins`` equal bins from min to max."""
-    if num_samples < 1 or num_bins < 1:
-        raise ValueError(f"num_samples and num_bins must be >= 1, got {num_samples} and {num_bins}")
+    """Histogram the MMACs of ``num_samples`` uniform archs into bins ``bin_mmacs`` wide from the min subnet up.
+
+    ``bin_mmacs`` None takes :func:`default_flops_bin_mmacs`. The last bin ends at or above the max subnet.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if bin_mmacs is None:
+        bin_mmacs = default_flops_bin_mmacs(space, num_classes)
+    if not (math.isfinite(bin_mmacs) and bin_mmacs > 0):
+        raise ValueError(f"the FLOPs bin width must be a positive number of MMACs, got {bin_mmacs}")
     rng = random.Random(seed)
     mmacs = count_macs_many(space, [space.sample(rng) for _ in range(num_samples)], num_classes) / 1e6
     low = count_macs(space, space.min_arch(), num_classes) / 1e6
     high = count_macs(space, space.max_arch(), num_classes) / 1e6
-    counts, edges = np.histogram(mmacs, bins=num_bins, range=(low, high))
+    num_bins = max(1, math.ceil((high - low) / bin_mmacs - 1e-9))
+    if num_bins > 100_000:
+        raise ValueError(f"a FLOPs bin width of {bin_mmacs} MMACs cuts {low:.3f}..{high:.3f} MMACs into too many bins")
+    edges = low + bin_mmacs * np.arange(num_bins + 1)
+    edges[-1] = max(edges[-1], high)
+    counts, _ = np.histogram(mmacs, bins=edges)
     return FlopsTable(
         space_fingerprint(space), num_classes, num_samples, seed, tuple(map(float, edges)), tuple(map(int, counts))
     )
 
 
 def load_or_build_flops_table(
-    path: Path, space: SearchSpace, num_classes: int, num_samples: int = 20000, num_bins: int = 25, seed: int = 0
+    path: Path,
+    space: SearchSpace,
+    num_classes: int,
+    num_samples: int = 20000,
+    bin_mmacs: float | None = None,
+    seed: int = 0,
 ) -> FlopsTable:
     """Reuse the JSON table at ``path`` when it was made for the same space and settings, else build and save it."""
-    wanted = (space_fingerprint(space), num_classes, num_samples, seed, num_bins)
+    built = None
+    if bin_mmacs is None:
+        bin_mmacs = default_flops_bin_mmacs(space, num_classes)
+    wanted = (space_fingerprint(space), num_classes, num_samples, seed)
     if path.is_file():
         try:
             data = json.loads(path.read_text())
@@ -108,13 +147,16 @@ def load_or_build_flops_table(
                 tuple(data["edges"]),
                 tuple(data["counts"]),
             )
-            if (table.space_fingerprint, table.num_classes, table.num_samples, table.seed, len(table.counts)) == wanted:
-                return table
-        except (KeyError, TypeError, ValueError):
+            width = table.edges[1] - table.edges[0] if len(table.edges) > 1 else -1.0
+            same = (table.space_fingerprint, table.num_classes, table.num_samples, table.seed) == wanted
+            if same and math.isclose(width, bin_mmacs, rel_tol=1e-9):
+                built = table
+        except (KeyError, TypeError, ValueError, IndexError):
             pass  # a stale or damaged cache is rebuilt
-    table = build_flops_table(space, num_classes, num_samples, num_bins, seed)
-    atomic_write_text(path, json.dumps(table.to_dict()))
-    return table
+    if built is None:
+        built = build_flops_table(space, num_classes, num_samples, bin_mmacs, seed)
+        atomic_write_text(path, json.dumps(built.to_dict()))
+    return built
 
 
 class UniformSampler:

@@ -111,6 +111,7 @@ class DynamicInvertedResidual(nn.Module):
         self.active_out_channels = max_out
         self.active_kernel_size = max(kernel_choices)
         self.active_expand_ratio = max(expand_choices)
+        self.drop_path_rate = 0.0  # set by Supernet.set_drop_path (largest subnet in training only)
         # (in, out, expand) -> (mid channels, SE channels, shortcut kind), worked out once per choice
         self._shapes: dict[tuple, tuple[int, int, str]] = {}
 
@@ -133,11 +134,23 @@ class DynamicInvertedResidual(nn.Module):
         if self.se is not None:
             out = self.se(out, squeeze)
         out = self.bn3(self.conv_pwl(out, out_channels))
+        if kind != "none" and self.training and self.drop_path_rate > 0:
+            out = drop_path(out, self.drop_path_rate)
         if kind == "identity":
             out = out + x
         elif kind == "projected":
             out = out + self.shortcut(x, out_channels)
         return out
+
+
+def drop_path(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """Zero each sample's residual branch with probability ``rate``, scale the kept ones by 1 / (1 - rate).
+
+    Stochastic depth (Huang et al., 2016), called drop-connect in EfficientNet and AttentiveNAS.
+    """
+    keep = 1.0 - rate
+    mask = torch.empty((x.size(0),) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask / keep
 
 
 class DynamicHead(nn.Module):
@@ -247,6 +260,17 @@ class Supernet(nn.Module):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {rate}")
         self.head.dropout.p = rate
+
+    def set_drop_path(self, rate: float) -> None:
+        """Drop-path on the residual branches: block ``i`` of ``n`` drops with ``rate * i / n`` (AttentiveNAS).
+
+        The sandwich rule uses it for the largest subnet only; 0 turns it off.
+        """
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {rate}")
+        blocks = [block for stage in self.stages for block in stage]
+        for index, block in enumerate(blocks):
+            block.drop_path_rate = rate * index / len(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, stem, H/2, W/2)

@@ -1,6 +1,6 @@
 """Supernet training: the sandwich rule with in-place distillation and attentive subnet sampling.
 
-Each step trains the largest subnet on the labels (label smoothing, dropout), then ``n - 2`` sampled
+Each step trains the largest subnet on the labels (label smoothing, dropout, drop-path), then ``n - 2`` sampled
 subnets and the smallest subnet on the largest one's detached predictions (BigNAS, Yu et al., ECCV
 2020); the sampled subnets come from a uniform, FLOPs-target or AttentiveNAS BestUp/WorstUp sampler
 (Wang et al., CVPR 2021). Gradients of all subnets are accumulated into one optimizer step.
@@ -69,6 +69,7 @@ def loss_scorer(
     def score(archs: Sequence[Arch]) -> np.ndarray:
         losses = torch.zeros(len(archs), device=images.device)
         supernet.set_dropout(0.0)
+        supernet.set_drop_path(0.0)
         with torch.no_grad(), frozen_bn_statistics(supernet):
             for index, arch in enumerate(archs):
                 supernet.set_active(arch)
@@ -116,6 +117,7 @@ class StepSettings:
     dropout: float
     grad_clip_value: float
     bf16: bool
+    drop_path: float = 0.0
 
 
 def _slot_name(slot: int, count: int) -> str:
@@ -146,9 +148,10 @@ def sandwich_step(
     optimizer.zero_grad(set_to_none=True)
     autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
     losses = []
-    # largest subnet: labels, dropout
+    # largest subnet: labels, dropout, drop-path
     supernet.set_active(archs[0])
     supernet.set_dropout(settings.dropout)
+    supernet.set_drop_path(settings.drop_path)
     with autocast:
         logits = supernet(resize_to(images, archs[0].resolution))
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
@@ -157,6 +160,7 @@ def sandwich_step(
     teacher = F.softmax(logits.detach().float(), dim=1)
     # sampled and smallest subnets: in-place distillation
     supernet.set_dropout(0.0)
+    supernet.set_drop_path(0.0)
     for arch in archs[1:]:
         supernet.set_active(arch)
         with autocast:

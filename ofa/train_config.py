@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ofa.config import apply_overrides, config_from_dict, load_yaml
 from ofa.sampling import SAMPLERS, SCORERS
+
+CALIBRATION_IMAGES = 2000  # BN calibration images by default (once-for-all's setting)
+DIGITS_CALIBRATION_IMAGES = 512  # the embedded digits' training split is small (1,257 images)
 
 __all__ = [
     "CalibrationSection",
@@ -31,6 +35,8 @@ class DataSection:
     eval_batch_size: int = 256
     workers: int = 0
     download: bool = False
+    augment: str = "auto"  # imagefolder: auto (= resized_crop) | resized_crop | crop_flip (small images)
+    test_fraction: float = 0.0  # imagefolder without root/test: part of val held out as test
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,15 @@ class ModelSection:
     """The supernet."""
 
     space: str = "tiny"
-    dropout: float = 0.1  # before the classifier, largest subnet only
+    dropout: float = 0.1  # before the classifier, largest subnet only (paper spaces: 0.2)
+    drop_path: float = 0.0  # drop-path on the largest subnet's residual branches (paper spaces: 0.2)
     zero_init_last_bn: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "drop_path"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class SamplerSection:
     num_candidates: int = 3  # k >= 1, for bestup / worstup
     scorer: str = "loss"  # loss | predictor
     predictor: str | None = None  # fitted predictor file for scorer=predictor (else the guide's own)
-    flops_bins: int = 25
+    flops_bin_mmacs: float | None = None  # FLOPs-target bin width; None: 25 on paper spaces, range / 70 on small
     flops_samples: int = 20000
     max_tries: int = 200
 
@@ -95,9 +104,12 @@ class SamplerSection:
             raise ValueError(f"sampler.num_subnets (n) must be >= 2 (max and min), got {self.num_subnets}")
         if self.num_candidates < 1:
             raise ValueError(f"sampler.num_candidates (k) must be >= 1, got {self.num_candidates}")
-        for name in ("flops_bins", "flops_samples", "max_tries"):
+        for name in ("flops_samples", "max_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sampler.{name} must be >= 1, got {getattr(self, name)}")
+        width = self.flops_bin_mmacs
+        if width is not None and not (math.isfinite(width) and width > 0):
+            raise ValueError(f"sampler.flops_bin_mmacs must be a positive number of MMACs (or null: auto), got {width}")
 
 
 @dataclass(frozen=True)
@@ -120,16 +132,28 @@ class GuideSection:
 
 @dataclass(frozen=True)
 class CalibrationSection:
-    """BN recalibration batches: a cached, seeded set of training images."""
+    """BN recalibration batches: a cached, seeded set of training images.
 
-    num_batches: int = 4
-    batch_size: int = 128
+    ``num_batches`` unset: ``num_images // batch_size`` batches (once-for-all calibrates on 2,000 training
+    images), or 512 images on the embedded digits, whose training split holds 1,257.
+    """
+
+    num_batches: int | None = None
+    batch_size: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_batches", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"calibration.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_batches is not None and self.num_batches < 1:
+            raise ValueError(f"calibration.num_batches must be >= 1, got {self.num_batches}")
+        if self.batch_size < 1:
+            raise ValueError(f"calibration.batch_size must be >= 1, got {self.batch_size}")
+
+    def batches_for(self, data_name: str) -> int:
+        """How many calibration batches of ``batch_size`` a run on data set ``data_name`` uses."""
+        if self.num_batches is not None:
+            return self.num_batches
+        images = DIGITS_CALIBRATION_IMAGES if data_name == "digits" else CALIBRATION_IMAGES
+        return max(1, -(-images // self.batch_size))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,13 @@ from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
 from ofa.distributed import init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
-from ofa.sampling import AttentiveSampler, FlopsTargetSampler, UniformSampler, load_or_build_flops_table
+from ofa.sampling import (
+    AttentiveSampler,
+    FlopsTargetSampler,
+    UniformSampler,
+    default_flops_bin_mmacs,
+    load_or_build_flops_table,
+)
 from ofa.space import Arch, SearchSpace, load_space
 from ofa.supernet import Supernet
 from ofa.train import (
@@ -89,6 +95,8 @@ def build_data(config: TrainConfig, space: SearchSpace) -> DataBundle:
             workers=section.workers,
             download=section.download,
             seed=config.seed,
+            augment=section.augment,
+            test_fraction=section.test_fraction,
         )
     )
 
@@ -118,12 +126,9 @@ class _ArchSource:
         self.flops: FlopsTargetSampler | None = None
         self.attentive: AttentiveSampler | None = None
         if section.name != "uniform":
-            table_path = (
-                cache_dir / f"flops_table_{space.name}_{num_classes}c_{section.flops_samples}_{section.flops_bins}.json"
-            )
-            table = load_or_build_flops_table(
-                table_path, space, num_classes, section.flops_samples, section.flops_bins, seed=0
-            )
+            width = section.flops_bin_mmacs or default_flops_bin_mmacs(space, num_classes)
+            table_path = cache_dir / f"flops_table_{space.name}_{num_classes}c_{section.flops_samples}_{width:.6g}.json"
+            table = load_or_build_flops_table(table_path, space, num_classes, section.flops_samples, width, seed=0)
             self.flops = FlopsTargetSampler(space, table, num_classes, section.max_tries)
         if section.name in ("bestup", "worstup"):
             pick = "best" if section.name == "bestup" else "worst"
@@ -254,9 +259,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
     optimizer = build_optimizer(supernet, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs)
     section = config.calibration
-    calibration = calibration_images(data.train, section.num_batches, section.batch_size, section.seed)
+    calibration = calibration_images(data.train, section.batches_for(data.name), section.batch_size, section.seed)
     val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
-    test_loader = DataLoader(data.test, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
     start_epoch, best_accuracy = 0, -1.0
     if state is not None:
         supernet.load_state_dict(state["model"])
@@ -268,7 +272,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         if guide is not None:
             guide.load_state(state.get("guide"))
     settings = StepSettings(
-        config.optim.label_smoothing, config.model.dropout, config.optim.grad_clip_value, config.bf16
+        config.optim.label_smoothing,
+        config.model.dropout,
+        config.optim.grad_clip_value,
+        config.bf16,
+        config.model.drop_path,
     )
     show = context.is_main and (sys.stderr.isatty() if progress is None else progress)
     writer = _tensorboard(run_dir) if context.is_main else None
@@ -280,7 +288,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         for epoch in range(start_epoch, config.epochs):
             epoch_started = time.perf_counter()
             if guide is not None:
-                guide.maybe_refit(epoch, supernet, calibration, val_loader, test_loader)
+                guide.maybe_refit(epoch, supernet, calibration, val_loader)
             warming_up = guide is not None and not guide.ready
             scorer = guide.scorer if guide is not None and guide.ready else predictor_scorer
             sampler.set_epoch(epoch)

@@ -10,7 +10,7 @@ gives two rows). Columns, in this order:
 ``params``      trainable parameters
 ``resolution``  input resolution (must equal the arch's)
 ``val_acc``     accuracy on the validation split, in [0, 1] or percent: any finite number
-``test_acc``    accuracy on the test split
+``test_acc``    accuracy on the test split; a cell may be empty (not measured, e.g. by the training guide)
 ``val_loss``    mean validation loss; optional (the column may be missing or a cell empty)
 ``seed``        seed of the measurement (e.g. the BN-calibration seed)
 ==============  =============================================================================
@@ -64,7 +64,7 @@ class ArchRecord:
         params: trainable parameters.
         resolution: input resolution.
         val_acc: validation accuracy.
-        test_acc: test accuracy.
+        test_acc: test accuracy, or None when not measured.
         val_loss: validation loss, or None when not measured.
         seed: seed of the measurement.
     """
@@ -75,7 +75,7 @@ class ArchRecord:
     params: int
     resolution: int
     val_acc: float
-    test_acc: float
+    test_acc: float | None
     val_loss: float | None
     seed: int
 
@@ -91,8 +91,16 @@ def target_values(records: Sequence[ArchRecord], target: str = "val_acc") -> np.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
-    if target in ("val_acc", "test_acc"):
-        return np.array([getattr(record, target) for record in records], dtype=np.float64)
+    if target == "val_acc":
+        return np.array([record.val_acc for record in records], dtype=np.float64)
+    if target == "test_acc":
+        missing = [index for index, record in enumerate(records) if record.test_acc is None]
+        if missing:
+            raise ValueError(
+                f"target test_acc: {len(missing)} record(s) have no test_acc (first: record {missing[0]}); "
+                f"use --target val_acc or measure the test split"
+            )
+        return np.array([record.test_acc for record in records], dtype=np.float64)
     missing = [index for index, record in enumerate(records) if record.val_loss is None]
     if missing:
         raise ValueError(
@@ -167,6 +175,7 @@ def _parse_row(row: dict[str, str], where: str, space: SearchSpace) -> ArchRecor
     if resolution != arch.resolution:
         raise ValueError(f"{where}: column resolution is {resolution} but the arch has resolution {arch.resolution}")
     loss_text = (row.get("val_loss") or "").strip()
+    test_text = (row.get("test_acc") or "").strip()
     return ArchRecord(
         space=name,
         arch=arch,
@@ -174,7 +183,7 @@ def _parse_row(row: dict[str, str], where: str, space: SearchSpace) -> ArchRecor
         params=int(_number(row["params"], where, "params", integer=True)),
         resolution=resolution,
         val_acc=_number(row["val_acc"], where, "val_acc"),
-        test_acc=_number(row["test_acc"], where, "test_acc"),
+        test_acc=_number(test_text, where, "test_acc") if test_text else None,
         val_loss=_number(loss_text, where, "val_loss") if loss_text else None,
         seed=int(_number(row["seed"], where, "seed", integer=True)),
     )
@@ -202,6 +211,8 @@ def _format_row(record: ArchRecord) -> list[str]:
     if record.arch.resolution != record.resolution:
         raise ValueError(f"record resolution {record.resolution} differs from its arch's {record.arch.resolution}")
     for column in ("val_acc", "test_acc", "mmacs"):
+        if column == "test_acc" and record.test_acc is None:
+            continue
         if not math.isfinite(getattr(record, column)):
             raise ValueError(f"record {column} is {getattr(record, column)!r}; expected a finite number")
     return [
@@ -211,7 +222,7 @@ def _format_row(record: ArchRecord) -> list[str]:
         str(int(record.params)),
         str(int(record.resolution)),
         repr(float(record.val_acc)),
-        repr(float(record.test_acc)),
+        "" if record.test_acc is None else repr(float(record.test_acc)),
         "" if record.val_loss is None else repr(float(record.val_loss)),
         str(int(record.seed)),
     ]

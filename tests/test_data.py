@@ -265,7 +265,10 @@ def test_imagefolder_loads_classes_and_images(image_tree):
     assert bundle.classes == ("cat", "dog") and bundle.num_classes == 2 and bundle.input_channels == 3
     assert (len(bundle.train), len(bundle.val)) == (8, 4)
     assert bundle.train.labels == (0, 0, 0, 0, 1, 1, 1, 1) and bundle.val.labels == (0, 0, 1, 1)
-    assert bundle.test_is_val and bundle.test is bundle.val
+    assert bundle.test is None  # no test folder: no test split, never val in its place
+    with pytest.raises(ValueError, match="data.test_fraction") as error:
+        bundle.require_test()
+    assert str(image_tree) in str(error.value) and "no test/ folder" in str(error.value)
     again = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8, seed=0))
     assert torch.equal(_items(bundle.train, 8), _items(again.train, 8))  # same seed, same random crops
     for dataset in (bundle.train, bundle.val):
@@ -279,7 +282,50 @@ def test_imagefolder_loads_classes_and_images(image_tree):
 def test_imagefolder_uses_a_test_folder_when_present(image_tree):
     _write_images(image_tree / "test", {"cat": 1, "dog": 1})
     bundle = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8))
-    assert not bundle.test_is_val and len(bundle.test) == 2 and bundle.test.labels == (0, 1)
+    assert len(bundle.require_test()) == 2 and bundle.test.labels == (0, 1)
+    with pytest.raises(ValueError, match="must be 0"):  # a test folder and a val split at once: ambiguous
+        build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8, test_fraction=0.5))
+
+
+def test_imagefolder_test_fraction_holds_out_part_of_val(tmp_path):
+    _write_images(tmp_path / "train", {"cat": 2, "dog": 2})
+    _write_images(tmp_path / "val", {"cat": 6, "dog": 6})
+    bundle = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), image_size=8, test_fraction=0.5))
+    assert (len(bundle.val), len(bundle.require_test())) == (6, 6)
+    assert not set(bundle.val.indices) & set(bundle.test.indices)  # disjoint halves of val
+    assert Counter(bundle.test.labels) == {0: 3, 1: 3}  # stratified
+    again = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), image_size=8, test_fraction=0.5, seed=3))
+    assert again.test.indices == bundle.test.indices  # fixed, whatever the run's seed
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, "half", True])
+def test_imagefolder_bad_test_fraction(tmp_path, fraction):
+    with pytest.raises(ValueError, match=r"data.test_fraction must be a number in \[0, 1\)"):
+        DataConfig(name="imagefolder", root=str(tmp_path), test_fraction=fraction)
+
+
+def test_test_fraction_and_augment_are_imagefolder_options():
+    with pytest.raises(ValueError, match="applies to imagefolder"):
+        DataConfig(name="digits", test_fraction=0.5)
+    with pytest.raises(ValueError, match="applies to imagefolder only"):
+        DataConfig(name="digits", augment="crop_flip")
+    with pytest.raises(ValueError, match="'flip' is not one of auto, resized_crop, crop_flip"):
+        DataConfig(name="imagefolder", root="x", augment="flip")
+
+
+def test_imagefolder_crop_flip_keeps_small_images_whole(tmp_path):
+    _write_images(tmp_path / "train", {"cat": 2, "dog": 2}, size=16)
+    _write_images(tmp_path / "val", {"cat": 1, "dog": 1}, size=16)
+    config = DataConfig(name="imagefolder", root=str(tmp_path), image_size=16, augment="crop_flip")
+    bundle = build_datasets(config)
+    pixels = np.array(Image.open(tmp_path / "val" / "cat" / "0.png").convert("RGB"))
+    mean, std = torch.tensor(bundle.mean).view(3, 1, 1), torch.tensor(bundle.std).view(3, 1, 1)
+    whole = (torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - mean) / std
+    assert torch.allclose(bundle.val[0][0], whole, atol=1e-5)  # eval: the whole image, no resize-and-crop
+    resized = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), image_size=16))
+    assert not torch.allclose(resized.val[0][0], whole, atol=1e-2)  # the ImageNet protocol crops the border
+    shifted = [bundle.train[0][0] for _ in range(6)]  # crops of the zero-padded image: up to 2 px shifts
+    assert any(not torch.equal(shifted[0], other) for other in shifted[1:])
 
 
 def _error(root: Path) -> str:

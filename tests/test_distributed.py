@@ -25,7 +25,7 @@ QUICK = (
     "data.batch_size=16",  # 8 images per rank
     "data.eval_batch_size=270",
     "sampler.flops_samples=400",
-    "sampler.flops_bins=8",
+    "sampler.flops_bin_mmacs=0.6",
     "calibration.num_batches=1",
     "calibration.batch_size=32",
 )
@@ -73,7 +73,7 @@ torch.manual_seed(100 + context.rank)  # different initial weights and dropout m
 supernet = Supernet(space, 10, dropout=0.1)
 context.broadcast_parameters(supernet)
 initial = {name: tensor.clone() for name, tensor in supernet.state_dict().items()}
-table = build_flops_table(space, 10, num_samples=300, num_bins=6)
+table = build_flops_table(space, 10, num_samples=300, bin_mmacs=0.75)
 sampler = AttentiveSampler(FlopsTargetSampler(space, table, 10), 3, "best")
 rng = random.Random(0)
 optimizer = build_optimizer(supernet, OptimSection())

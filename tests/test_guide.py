@@ -41,7 +41,7 @@ def guided_run(tmp_path_factory):
             "sampler.num_subnets=3",
             "sampler.num_candidates=3",
             "sampler.flops_samples=500",
-            "sampler.flops_bins=10",
+            "sampler.flops_bin_mmacs=0.45",
             "guide.enabled=true",
             "guide.warmup_epochs=1",
             "guide.num_archs=8",
@@ -76,14 +76,21 @@ def test_run_keeps_each_predictor_and_its_arch_data(guided_run):
     seeds = [config.seed * 1000 + epoch for epoch in fit_epochs]  # the seed column tells the fits apart
     assert sorted({record.seed for record in records}) == seeds
     assert len(records) == config.guide.num_archs * len(fit_epochs)
+    assert all(record.test_acc is None for record in records)  # the test split never steers training
     for epoch, seed in zip(fit_epochs, seeds):
-        # each saved predictor is reproduced by a fit on the data so far: that data is kept
-        data = [record for record in records if record.seed <= seed]
+        # each saved predictor is reproduced by a fit on its own refit's rows (the current weights) alone
+        data = [record for record in records if record.seed == seed]
         refitted = create_predictor(config.guide.model, space, seed=config.seed)
         refitted.fit([record.arch for record in data], np.array([record.val_acc for record in data]))
         saved = load_predictor(folder / f"predictor_epoch{epoch:03d}.json", space)
         probe = [record.arch for record in records]
         np.testing.assert_allclose(saved.predict(probe), refitted.predict(probe), rtol=0, atol=1e-12)
+        if seed != seeds[0]:  # rows of earlier weights are left out: a fit on all rows so far differs
+            stale = create_predictor(config.guide.model, space, seed=config.seed)
+            stale.fit(
+                [r.arch for r in records if r.seed <= seed], np.array([r.val_acc for r in records if r.seed <= seed])
+            )
+            assert not np.allclose(saved.predict(probe), stale.predict(probe), rtol=0, atol=1e-9)
     latest = load_predictor(folder / "predictor.json", space)
     np.testing.assert_allclose(latest.predict(probe), saved.predict(probe), rtol=0, atol=1e-12)
 

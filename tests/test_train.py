@@ -41,7 +41,7 @@ NO_CLIP = StepSettings(label_smoothing=0.1, dropout=0.0, grad_clip_value=0.0, bf
 @pytest.fixture(scope="module")
 def flops_sampler(tiny: SearchSpace) -> FlopsTargetSampler:
     """A FLOPs-target sampler on a small table."""
-    return FlopsTargetSampler(tiny, build_flops_table(tiny, NUM_CLASSES, num_samples=400, num_bins=8), NUM_CLASSES)
+    return FlopsTargetSampler(tiny, build_flops_table(tiny, NUM_CLASSES, num_samples=400, bin_mmacs=0.6), NUM_CLASSES)
 
 
 def make_batch(size: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,7 +260,7 @@ def test_frozen_bn_statistics_restores_the_buffers(tiny: SearchSpace) -> None:
 
 
 def _arch_source(tiny: SearchSpace, tmp_path: Path, *overrides: str) -> _ArchSource:
-    config = load_train_config(None, ("sampler.flops_samples=400", "sampler.flops_bins=8", *overrides))
+    config = load_train_config(None, ("sampler.flops_samples=400", "sampler.flops_bin_mmacs=0.6", *overrides))
     return _ArchSource(config, tiny, NUM_CLASSES, tmp_path)
 
 
@@ -344,7 +344,7 @@ def test_real_fitted_predictor_scores_bestup(tiny: SearchSpace, tmp_path: Path) 
             f"sampler.predictor={path}",
             "sampler.num_candidates=4",
             "sampler.flops_samples=400",
-            "sampler.flops_bins=8",
+            "sampler.flops_bin_mmacs=0.6",
         ),
     )
     scorer = _static_predictor_scorer(config, tiny)  # the trainer reads the file

@@ -74,7 +74,10 @@ def test_parse_override_reads_yaml_values() -> None:
         (("sampler.num_candidates=0",), "sampler.num_candidates (k) must be >= 1, got 0"),
         (("sampler.num_candidates=-2",), "sampler.num_candidates (k) must be >= 1, got -2"),
         (("sampler.num_subnets=1",), "sampler.num_subnets (n) must be >= 2 (max and min), got 1"),
-        (("sampler.flops_bins=0",), "sampler.flops_bins must be >= 1, got 0"),
+        (
+            ("sampler.flops_bin_mmacs=0",),
+            "sampler.flops_bin_mmacs must be a positive number of MMACs (or null: auto), got 0",
+        ),
         (("epochs=0",), "config: epochs must be >= 1, got 0"),
         (("max_steps_per_epoch=0",), "max_steps_per_epoch must be >= 1, got 0"),
         (("device=tpu",), "device: 'tpu' is not one of auto, cpu, cuda"),

@@ -31,7 +31,7 @@ QUICK = (
     "data.batch_size=16",
     "data.eval_batch_size=270",
     "sampler.flops_samples=400",
-    "sampler.flops_bins=8",
+    "sampler.flops_bin_mmacs=0.6",
     "calibration.num_batches=1",
     "calibration.batch_size=32",
 )
