@@ -46,12 +46,12 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 __all__ = [
+    "AUGMENTATIONS",
     "CIFAR_VAL_SIZE",
     "DATASETS",
     "DIGITS_SPLIT_SIZES",
     "DataBundle",
     "DataConfig",
-    "AUGMENTATIONS",
     "ImageTransform",
     "PilTensorTransform",
     "ResizedCropTransform",

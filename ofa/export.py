@@ -12,8 +12,8 @@ shipped as plain data plus weights. The folder holds
 
 The folder is built in a temporary sibling and renamed into place, so an interrupted export never leaves a
 half-written target and never damages a previous export. Inputs are NCHW images with values in [0, 1],
-resized to ``resolution`` (bilinear, antialiased when downsampling) and normalised per channel as ``(x - mean) / std`` (see
-:func:`preprocess`).
+resized to ``resolution`` (bilinear, antialiased when downsampling) and normalised per channel as
+``(x - mean) / std`` (see :func:`preprocess`).
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ def test_imagefolder_loads_classes_and_images(image_tree):
     assert (len(bundle.train), len(bundle.val)) == (8, 4)
     assert bundle.train.labels == (0, 0, 0, 0, 1, 1, 1, 1) and bundle.val.labels == (0, 0, 1, 1)
     assert bundle.test is None  # no test folder: no test split, never val in its place
-    with pytest.raises(ValueError, match="data.test_fraction") as error:
+    with pytest.raises(ValueError, match=r"data\.test_fraction") as error:
         bundle.require_test()
     assert str(image_tree) in str(error.value) and "no test/ folder" in str(error.value)
     again = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8, seed=0))
