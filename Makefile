@@ -24,8 +24,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# DEV_DATA=path/to/cifar10-dev adds the real-data sampling benchmark (about 90 minutes on 2 cores)
 bench: setup
-	$(FAST_MALLOC) $(BIN)/python -m benchmarks
+	$(FAST_MALLOC) $(BIN)/python -m benchmarks $(if $(DEV_DATA),--dev-data $(DEV_DATA))
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -2,12 +2,15 @@
 
 Every section prints its own table, then one summary table of ratios against the goals follows. All timings
 are measured on this machine, side by side in one run. ``--only P1,P3`` runs a subset; ``--quick`` uses
-fewer repeats (noisier numbers, for a smoke check).
+fewer repeats (noisier numbers, for a smoke check). ``--dev-data PATH`` (or ``OFA_DEV_DATA``; ``make bench
+DEV_DATA=PATH``) adds the real-data sections: the sampling benchmark (S1, about 90 minutes on 2 cores) and the
+predictor table on the CIFAR-10 development set's measured archs shipped in ``benchmarks/data/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +26,12 @@ class Section:
 
     key: str
     title: str
-    run: Callable[[bool], dict[str, float]]
+    run: Callable[[bool, str | None], dict[str, float]]  # (quick, dev data folder or None)
     summarise: Callable[[dict[str, float]], list[Row]]
+    needs_dev_data: bool = False
 
 
-def _p1(quick: bool) -> dict[str, float]:
+def _p1(quick: bool, dev_data: str | None) -> dict[str, float]:
     from benchmarks.bench_elastic import main
 
     return main(budget_seconds=1.0 if quick else 4.0)
@@ -41,7 +45,7 @@ def _p1_rows(results: dict[str, float]) -> list[Row]:
     return rows
 
 
-def _p2(quick: bool) -> dict[str, float]:
+def _p2(quick: bool, dev_data: str | None) -> dict[str, float]:
     from benchmarks.bench_counter import main
 
     return main(single_archs=500 if quick else 2000, many_archs=20_000 if quick else 100_000, repeats=3)
@@ -57,7 +61,7 @@ def _p2_rows(results: dict[str, float]) -> list[Row]:
     return rows
 
 
-def _p3p4(quick: bool) -> dict[str, float]:
+def _p3p4(quick: bool, dev_data: str | None) -> dict[str, float]:
     from benchmarks.bench_train import main
 
     return main(quick=quick)
@@ -69,7 +73,7 @@ def _p3p4_rows(results: dict[str, float]) -> list[Row]:
     return summary_rows(results)
 
 
-def _p5p6(quick: bool) -> dict[str, float]:
+def _p5p6(quick: bool, dev_data: str | None) -> dict[str, float]:
     from benchmarks.bench_search import main
 
     return main()
@@ -88,7 +92,7 @@ def _p5p6_rows(results: dict[str, float]) -> list[Row]:
     return rows
 
 
-def _predictors(quick: bool) -> dict[str, float]:
+def _predictors(quick: bool, dev_data: str | None) -> dict[str, float]:
     from benchmarks.bench_predictors import main
 
     return main(quick=quick)
@@ -100,12 +104,37 @@ def _predictor_rows(results: dict[str, float]) -> list[Row]:
     return summary_rows(results)
 
 
+def _sampling(quick: bool, dev_data: str | None) -> dict[str, float]:
+    from benchmarks.bench_sampling import main
+
+    return main(dev_data, jobs=2)
+
+
+def _sampling_rows(results: dict[str, float]) -> list[Row]:
+    from benchmarks.bench_sampling import VARIANTS
+
+    uniform = results["uniform hypervolume"]
+    rows: list[Row] = []
+    for variant in VARIANTS:
+        if variant == "uniform" or f"{variant} hypervolume" not in results:
+            continue
+        ratio = results[f"{variant} hypervolume"] / uniform
+        rows.append(("S1", f"front hypervolume {variant} / uniform (mean over seeds)", ratio, "report", True))
+    guided = results.get("bestup_predictor time / uniform")
+    if guided is not None:
+        rows.append(("S1", "guided training wall time / uniform", guided, "<= 1.25", guided <= 1.25))
+    spread = results["spread attentivenas after"] / results["spread attentivenas before"]
+    rows.append(("S1", "attentivenas candidate MMAC spread, bin width / 25 bins", spread, "< 1", spread < 1))
+    return rows
+
+
 SECTIONS = (
     Section("P1", "elastic overhead", _p1, _p1_rows),
     Section("P2", "counter speed", _p2, _p2_rows),
     Section("P3", "sandwich efficiency and attentive overhead (P3, P4)", _p3p4, _p3p4_rows),
     Section("P5", "query / search speed and search quality (P5, P6)", _p5p6, _p5p6_rows),
     Section("predictors", "predictor table", _predictors, _predictor_rows),
+    Section("S1", "sampling variants on the CIFAR-10 development set", _sampling, _sampling_rows, True),
 )
 
 
@@ -115,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = [section.key for section in SECTIONS]
     parser.add_argument("--only", help=f"comma-separated subset of {', '.join(keys)}")
     parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke check, noisier numbers")
+    parser.add_argument("--dev-data", default=os.environ.get("OFA_DEV_DATA") or None, help="CIFAR-10 dev set folder")
     args = parser.parse_args(argv)
     chosen = keys if not args.only else args.only.split(",")
     unknown = [key for key in chosen if key not in keys]
@@ -125,8 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if section.key not in chosen:
             continue
         print(f"\n=== {section.title} ===", flush=True)
+        if section.needs_dev_data and not args.dev_data:
+            print("skipped: give --dev-data PATH (make bench DEV_DATA=PATH), the extracted cifar10-dev folder")
+            continue
         started = time.perf_counter()
-        results = section.run(args.quick)
+        results = section.run(args.quick, args.dev_data)
         print(f"({time.perf_counter() - started:.0f} s)")
         summary.extend(section.summarise(results))
     print("\n=== summary: ratios against the goals ===")
