@@ -20,8 +20,9 @@ def resize_to(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """The batch resized (bilinear) to ``resolution`` x ``resolution``; unchanged when it already is.
 
     The one resize of the project: training, BN calibration, evaluation and the exported models'
-    preprocessing all call it. Downsampling is antialiased (a plain bilinear downsample skips pixels and
-    aliases, e.g. 32 -> 16 px reads one pixel in four); upsampling is plain bilinear.
+    preprocessing all call it. Downsampling is antialiased (a plain bilinear downsample by more than 2x skips
+    pixels and aliases: 32 -> 8 px reads 4 of every 16, 32 -> 12 px weighs pixels unevenly); upsampling is
+    plain bilinear.
     """
     if images.shape[-2:] == (resolution, resolution):
         return images

@@ -23,6 +23,7 @@ import ofa.export
 from ofa.archdata import measure_to_csv, spread_archs
 from ofa.bn import recalibrate_bn, resize_to
 from ofa.budget import BUDGET_FORMS, smallest_mmacs
+from ofa.checkpoint import atomic_save
 from ofa.cli import main
 from ofa.config import config_from_dict
 from ofa.deploy import (
@@ -446,6 +447,27 @@ def test_space_is_read_from_the_checkpoint_when_space_json_is_missing(run_copy: 
     (run_copy / "space.json").unlink()
     assert read_run_space(run_copy) == expected
     assert (run_copy / "space.json").is_file()  # written back for the next query
+
+
+def test_run_reopens_the_final_weights_unless_best_is_asked(run_copy: Path) -> None:
+    checkpoints = run_copy / "checkpoints"
+    state = torch.load(checkpoints / "latest.pt", weights_only=True)
+    name = "head.classifier.weight"
+    final = state["model"][name].clone()
+    state["model"][name] = final + 1.0  # best.pt now holds other weights than latest.pt
+    atomic_save(state, checkpoints / "best.pt")
+    assert torch.equal(load_run(run_copy).supernet.state_dict()[name], final)
+    assert torch.equal(load_run(run_copy, "best").supernet.state_dict()[name], final + 1.0)
+
+
+def test_cli_evaluate_reads_latest_by_default(run_copy: Path, tmp_path: Path, capsys) -> None:
+    (run_copy / "checkpoints" / "best.pt").unlink()
+    out = tmp_path / "archs.csv"
+    code, printed, err = cli(["evaluate", run_copy, "--num-archs", "1", "--val-only", "--out", out], capsys)
+    assert code == 0, err
+    assert "1 measurements" in printed and out.is_file()
+    code, _, err = cli(["evaluate", run_copy, "--num-archs", "1", "--checkpoint", "best", "--out", out], capsys)
+    assert_one_line_error(code, err, "best.pt", "no checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------

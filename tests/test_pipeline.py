@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ofa import count_macs, load_subnet
 from ofa.cli import main
@@ -48,7 +49,7 @@ def test_subnets_meet_their_budgets_and_counts_are_exact(pipeline_run) -> None:
 
 def test_exports_reproduce_the_reported_test_accuracy(pipeline_run) -> None:
     result, _ = pipeline_run
-    run = load_run(result.run_dir, "best")
+    run = load_run(result.run_dir)  # the pipeline measures the final (latest) weights
     mean = torch.tensor(run.data.mean).view(1, -1, 1, 1)
     std = torch.tensor(run.data.std).view(1, -1, 1, 1)
     for row in result.rows:
@@ -145,3 +146,47 @@ def test_compare_uses_identical_steps_and_the_same_archs(tmp_path: Path) -> None
         assert (tmp_path / name).stat().st_size > 0
     with pytest.raises(ValueError, match="variants"):
         compare_samplers("configs/train/digits.yaml", [], tmp_path, variants=("bestdown",))
+
+
+def _write_images(folder: Path, classes: dict[str, int], size: int = 12) -> None:
+    """Random RGB PNGs, ``count`` per class folder (as in test_data.py)."""
+    rng = np.random.default_rng(len(str(folder)))
+    for name, count in classes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            pixels = rng.integers(0, 256, (size, size + index, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{index}.png")
+
+
+@pytest.fixture
+def folder_without_test(tmp_path: Path) -> Path:
+    """An image folder with train/ and val/ only."""
+    root = tmp_path / "images"
+    _write_images(root / "train", {"cat": 4, "dog": 4})
+    _write_images(root / "val", {"cat": 2, "dog": 2})
+    return root
+
+
+def test_run_refuses_an_image_folder_without_test_before_training(folder_without_test: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    overrides = ("data.name=imagefolder", f"data.root={folder_without_test}", "data.image_size=16", f"out_dir={out}")
+    config = Path(__file__).resolve().parent.parent / "configs" / "train" / "digits_guided.yaml"
+    with pytest.raises(ValueError, match=r"no test/ folder.*data\.test_fraction"):
+        run_pipeline(config, overrides, SETTINGS, progress=False)
+    assert not out.exists()  # no run folder, no checkpoint
+
+
+def test_compare_refuses_an_image_folder_without_test_before_training(
+    folder_without_test: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "compare"
+    with pytest.raises(ValueError, match=r"no test/ folder.*data\.test_fraction"):
+        compare_samplers(
+            Path(__file__).resolve().parent.parent / "configs" / "train" / "digits.yaml",
+            ["data.name=imagefolder", f"data.root={folder_without_test}", "data.image_size=16"],
+            out_dir=out,
+            num_archs=10,
+            variants=("uniform", "bestup_loss"),
+            progress=False,
+        )
+    assert not out.exists() or not any(out.iterdir())

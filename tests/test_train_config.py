@@ -14,7 +14,7 @@ from ofa.cli import main as cli_main
 from ofa.config import apply_overrides, config_from_dict, config_to_dict, parse_override
 from ofa.sampling import SAMPLERS, SCORERS
 from ofa.space import load_space
-from ofa.train_config import TrainConfig, load_train_config
+from ofa.train_config import CalibrationSection, TrainConfig, load_train_config
 from ofa.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +90,7 @@ def test_parse_override_reads_yaml_values() -> None:
         (("model.dropout=1.0",), "model: dropout must be in [0, 1), got 1.0"),
         (("guide.num_archs=4",), "guide.num_archs must be >= 8 to fit a predictor, got 4"),
         (("calibration.batch_size=0",), "calibration.batch_size must be >= 1, got 0"),
+        (("calibration.num_batches=0",), "calibration.num_batches must be >= 1, got 0"),
         (("epochs",), "override 'epochs': expected KEY=VALUE"),
         (("optim..lr=1",), "override 'optim..lr=1': malformed key"),
         (("epochs.count=1",), "override 'epochs.count=1': epochs is not a section"),
@@ -100,6 +101,32 @@ def test_bad_config_values_name_the_value_and_what_is_allowed(overrides: tuple[s
         load_train_config(CONFIG, overrides)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data_name", "num_batches", "batch_size", "expected"),
+    [
+        ("cifar10", None, 200, 10),  # 2,000 images by default
+        ("cifar100", None, 200, 10),
+        ("imagefolder", None, 200, 10),
+        ("digits", None, 200, 3),  # 512 images: the digits' training split is small
+        ("cifar10", None, 64, 32),  # rounded up to cover 2,000 images
+        ("digits", None, 64, 8),
+        ("cifar10", 4, 200, 4),  # an explicit count wins
+        ("digits", 7, 200, 7),
+    ],
+)
+def test_calibration_batches_per_data_set(
+    data_name: str, num_batches: int | None, batch_size: int, expected: int
+) -> None:
+    section = CalibrationSection(num_batches=num_batches, batch_size=batch_size)
+    assert section.batches_for(data_name) == expected
+
+
+def test_calibration_defaults_to_2000_images_of_200() -> None:
+    section = load_train_config(None).calibration
+    assert (section.num_batches, section.batch_size) == (None, 200)
+    assert section.batches_for("cifar10") * section.batch_size == 2000
 
 
 def test_bad_config_files(tmp_path: Path) -> None:
