@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from ofa.space import Arch, SearchSpace, load_space
@@ -32,6 +34,16 @@ def randomise_bn(model: nn.Module, seed: int) -> None:
             module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
             module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
             module.num_batches_tracked.fill_(7)
+
+
+def write_images(folder: Path, classes: dict[str, int], size: int = 12) -> None:
+    """Random RGB PNGs in ``folder/<class>/``, ``count`` per class (widths size .. size + count - 1)."""
+    rng = np.random.default_rng(len(str(folder)))
+    for name, count in classes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            pixels = rng.integers(0, 256, (size, size + index, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{index}.png")
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from ofa.data import (
     random_resized_box,
     random_translate,
 )
+from tests.conftest import write_images
 
 SIZE = 16
 
@@ -244,19 +245,10 @@ def test_cifar_splits_on_synthetic_arrays():
 # image folders
 
 
-def _write_images(folder: Path, classes: dict[str, int], size: int = 12) -> None:
-    rng = np.random.default_rng(len(str(folder)))
-    for name, count in classes.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            pixels = rng.integers(0, 256, (size, size + index, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / name / f"{index}.png")
-
-
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
-    _write_images(tmp_path / "train", {"cat": 4, "dog": 4})
-    _write_images(tmp_path / "val", {"cat": 2, "dog": 2})
+    write_images(tmp_path / "train", {"cat": 4, "dog": 4})
+    write_images(tmp_path / "val", {"cat": 2, "dog": 2})
     return tmp_path
 
 
@@ -280,7 +272,7 @@ def test_imagefolder_loads_classes_and_images(image_tree):
 
 
 def test_imagefolder_uses_a_test_folder_when_present(image_tree):
-    _write_images(image_tree / "test", {"cat": 1, "dog": 1})
+    write_images(image_tree / "test", {"cat": 1, "dog": 1})
     bundle = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8))
     assert len(bundle.require_test()) == 2 and bundle.test.labels == (0, 1)
     with pytest.raises(ValueError, match="must be 0"):  # a test folder and a val split at once: ambiguous
@@ -288,8 +280,8 @@ def test_imagefolder_uses_a_test_folder_when_present(image_tree):
 
 
 def test_imagefolder_test_fraction_holds_out_part_of_val(tmp_path):
-    _write_images(tmp_path / "train", {"cat": 2, "dog": 2})
-    _write_images(tmp_path / "val", {"cat": 6, "dog": 6})
+    write_images(tmp_path / "train", {"cat": 2, "dog": 2})
+    write_images(tmp_path / "val", {"cat": 6, "dog": 6})
     bundle = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), image_size=8, test_fraction=0.5))
     assert (len(bundle.val), len(bundle.require_test())) == (6, 6)
     assert not set(bundle.val.indices) & set(bundle.test.indices)  # disjoint halves of val
@@ -314,8 +306,8 @@ def test_test_fraction_and_augment_are_imagefolder_options():
 
 
 def test_imagefolder_crop_flip_keeps_small_images_whole(tmp_path):
-    _write_images(tmp_path / "train", {"cat": 2, "dog": 2}, size=16)
-    _write_images(tmp_path / "val", {"cat": 1, "dog": 1}, size=16)
+    write_images(tmp_path / "train", {"cat": 2, "dog": 2}, size=16)
+    write_images(tmp_path / "val", {"cat": 1, "dog": 1}, size=16)
     config = DataConfig(name="imagefolder", root=str(tmp_path), image_size=16, augment="crop_flip")
     bundle = build_datasets(config)
     pixels = np.array(Image.open(tmp_path / "val" / "cat" / "0.png").convert("RGB"))
@@ -340,25 +332,25 @@ def test_imagefolder_missing_root(tmp_path):
 
 def test_imagefolder_empty_train_folder(tmp_path):
     (tmp_path / "train").mkdir()
-    _write_images(tmp_path / "val", {"cat": 1})
+    write_images(tmp_path / "val", {"cat": 1})
     assert str(tmp_path / "train") in _error(tmp_path)
 
 
 def test_imagefolder_class_folder_without_images(tmp_path):
-    _write_images(tmp_path / "train", {"cat": 1})
+    write_images(tmp_path / "train", {"cat": 1})
     (tmp_path / "train" / "dog").mkdir()
-    _write_images(tmp_path / "val", {"cat": 1, "dog": 1})
+    write_images(tmp_path / "val", {"cat": 1, "dog": 1})
     assert str(tmp_path / "train") in _error(tmp_path)
 
 
 def test_imagefolder_missing_val_folder(tmp_path):
-    _write_images(tmp_path / "train", {"cat": 1})
+    write_images(tmp_path / "train", {"cat": 1})
     assert str(tmp_path / "val") in _error(tmp_path)
 
 
 def test_imagefolder_mismatched_classes(tmp_path):
-    _write_images(tmp_path / "train", {"cat": 1, "dog": 1})
-    _write_images(tmp_path / "val", {"cat": 1, "bird": 1})
+    write_images(tmp_path / "train", {"cat": 1, "dog": 1})
+    write_images(tmp_path / "val", {"cat": 1, "bird": 1})
     message = _error(tmp_path)
     assert str(tmp_path / "train") in message and str(tmp_path / "val") in message
     assert "dog" in message and "bird" in message

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ofa import count_macs, load_subnet
 from ofa.cli import main
@@ -19,6 +18,7 @@ from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import PipelineSettings, default_budgets, run_pipeline
 from ofa.runs import load_run
 from ofa.space import load_space
+from tests.conftest import write_images
 
 QUICK = (
     "epochs=2",
@@ -148,22 +148,12 @@ def test_compare_uses_identical_steps_and_the_same_archs(tmp_path: Path) -> None
         compare_samplers("configs/train/digits.yaml", [], tmp_path, variants=("bestdown",))
 
 
-def _write_images(folder: Path, classes: dict[str, int], size: int = 12) -> None:
-    """Random RGB PNGs, ``count`` per class folder (as in test_data.py)."""
-    rng = np.random.default_rng(len(str(folder)))
-    for name, count in classes.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            pixels = rng.integers(0, 256, (size, size + index, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / name / f"{index}.png")
-
-
 @pytest.fixture
 def folder_without_test(tmp_path: Path) -> Path:
     """An image folder with train/ and val/ only."""
     root = tmp_path / "images"
-    _write_images(root / "train", {"cat": 4, "dog": 4})
-    _write_images(root / "val", {"cat": 2, "dog": 2})
+    write_images(root / "train", {"cat": 4, "dog": 4})
+    write_images(root / "val", {"cat": 2, "dog": 2})
     return root
 
 
