@@ -12,9 +12,12 @@ no predictor can be expected to rank one measurement better than the other measu
 
 Run: ``python -m benchmarks.bench_predictors DATA.csv [--repeat REPEAT.csv]`` or with a run directory
 instead of the CSV (its archs are then measured first into ``RUN/archs.csv``; resumable). Without
-arguments it reads the shipped measurements ``benchmarks/data/digits_tiny_archs_seed{0,1}.csv`` (600 archs
-of a trained digits supernet; ``benchmarks/data/README.md`` says how they were made), else the
+arguments it reads the shipped real-data measurements ``benchmarks/data/cifar10_dev_archs_seed{0,1}.csv``
+(400 archs of a supernet trained on the CIFAR-10 development set with ``configs/train/cifar10.yaml``;
+``benchmarks/data/README.md`` says how they were made); ``--digits`` reads the digits ones
+(``digits_tiny_archs_seed{0,1}.csv``, 600 archs, where accuracies saturate). Without shipped data: the
 ``archs.csv`` of the ``ofa run`` directory (``runs/digits-run``), else synthetic records (and says so).
+Training sizes that do not fit the data (archs minus the test set) are left out of the default list.
 """
 
 from __future__ import annotations
@@ -53,8 +56,10 @@ __all__ = [
 ]
 
 DATA_FOLDER = Path(__file__).resolve().parent / "data"  # how these were measured: data/README.md
-DEFAULT_DATA = DATA_FOLDER / "digits_tiny_archs_seed0.csv"  # 600 archs of a trained digits supernet
-DEFAULT_REPEAT = DATA_FOLDER / "digits_tiny_archs_seed1.csv"  # the same archs, BN-calibration seed 1
+DEFAULT_DATA = DATA_FOLDER / "cifar10_dev_archs_seed0.csv"  # 400 archs of a CIFAR-10 dev supernet
+DEFAULT_REPEAT = DATA_FOLDER / "cifar10_dev_archs_seed1.csv"  # the same archs, BN-calibration seed 1
+DIGITS_DATA = DATA_FOLDER / "digits_tiny_archs_seed0.csv"  # 600 archs of a trained digits supernet
+DIGITS_REPEAT = DATA_FOLDER / "digits_tiny_archs_seed1.csv"
 PIPELINE_DATA = Path("runs/digits-run/archs.csv")  # written by `ofa run`
 DEFAULT_TRAIN_SIZES = (25, 50, 100, 200, 400)
 DEFAULT_SEEDS = tuple(range(10))
@@ -170,10 +175,11 @@ def goal_rows(
     return result
 
 
-def _default_sources() -> tuple[list[str], list[str]]:
+def _default_sources(digits: bool = False) -> tuple[list[str], list[str]]:
     """Data and repeat files found on this machine (both empty: none, use synthetic data)."""
-    if DEFAULT_DATA.is_file():
-        return [str(DEFAULT_DATA)], [str(DEFAULT_REPEAT)] if DEFAULT_REPEAT.is_file() else []
+    data, repeat = (DIGITS_DATA, DIGITS_REPEAT) if digits else (DEFAULT_DATA, DEFAULT_REPEAT)
+    if data.is_file():
+        return [str(data)], [str(repeat)] if repeat.is_file() else []
     if PIPELINE_DATA.is_file():
         return [str(PIPELINE_DATA)], []
     return [], []
@@ -189,7 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", nargs="*", default=[], help="second measurements of the same archs (noise only)")
     parser.add_argument("--targets", default="val_acc,val_loss", help="comma-separated, of " + ", ".join(TARGETS))
     parser.add_argument("--predictors", default=",".join(PREDICTORS), help="comma-separated (default: all)")
-    parser.add_argument("--train-sizes", default=",".join(map(str, DEFAULT_TRAIN_SIZES)))
+    parser.add_argument("--train-sizes", help=f"comma-separated (default {DEFAULT_TRAIN_SIZES}, those that fit)")
+    parser.add_argument("--digits", action="store_true", help="the shipped digits data instead of CIFAR-10 dev")
     parser.add_argument("--seeds", help=f"comma-separated (default {len(DEFAULT_SEEDS)} seeds, --quick 3)")
     parser.add_argument("--quick", action="store_true", help="3 seeds: a smoke check")
     parser.add_argument("--test-size", type=int, default=DEFAULT_TEST_SIZE)
@@ -206,7 +213,7 @@ def main(argv: Sequence[str] = (), quick: bool = False) -> dict[str, float]:
     """
     args = _parser().parse_args(list(argv))
     seeds = _int_list(args.seeds) if args.seeds else list(QUICK_SEEDS if quick or args.quick else DEFAULT_SEEDS)
-    sources, repeat = (args.sources, args.repeat) if args.sources else _default_sources()
+    sources, repeat = (args.sources, args.repeat) if args.sources else _default_sources(args.digits)
     if sources:
         space, records = load_records(sources, args.num_archs)
     else:
@@ -214,6 +221,11 @@ def main(argv: Sequence[str] = (), quick: bool = False) -> dict[str, float]:
         records = synthetic_records(space, 600, seed=0, noise=0.003, nonlinear=True)
         sources = ["synthetic records (no arch data found: run `ofa evaluate RUN --out DATA.csv`)"]
     repeats = load_records(repeat)[1] if repeat else []
+    if args.train_sizes:
+        train_sizes = _int_list(args.train_sizes)
+    else:
+        pool = len({record.arch for record in records}) - args.test_size
+        train_sizes = [size for size in DEFAULT_TRAIN_SIZES if size <= pool]
     headline: dict[str, float] = {}
     for target in [part.strip() for part in args.targets.split(",") if part.strip()]:
         started = time.perf_counter()
@@ -222,7 +234,7 @@ def main(argv: Sequence[str] = (), quick: bool = False) -> dict[str, float]:
             space,
             target,
             [name.strip() for name in args.predictors.split(",") if name.strip()],
-            _int_list(args.train_sizes),
+            train_sizes,
             seeds,
             args.test_size,
         )

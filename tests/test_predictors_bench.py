@@ -80,6 +80,18 @@ def test_append_refuses_another_header(records, tmp_path):
     assert path.read_text() == "a,b\n1,2\n"
 
 
+def test_test_acc_may_be_missing_and_is_then_no_target(space, records, tmp_path):
+    path = tmp_path / "val_only.csv"
+    val_only = [replace(record, test_acc=None) for record in records[:3]]
+    write_arch_csv(path, val_only)
+    assert all(row["test_acc"] == "" for row in csv.DictReader(path.open()))  # an empty cell, not a made-up number
+    read = read_arch_csv(path, space)
+    assert read == val_only
+    np.testing.assert_array_equal(target_values(read, "val_acc"), [r.val_acc for r in records[:3]])
+    with pytest.raises(ValueError, match="no test_acc"):
+        target_values(read, "test_acc")
+
+
 def test_val_loss_is_optional_and_negated_as_target(space, records, tmp_path):
     path = tmp_path / "archs.csv"
     write_arch_csv(path, records[:4])
@@ -113,7 +125,8 @@ def _edited(path, row_index, column, value):
     ("column", "value", "message"),
     [
         ("val_acc", "nan", "row 2: column val_acc is 'nan'"),
-        ("test_acc", "", "row 2: column test_acc is empty"),
+        ("test_acc", "inf", "row 2: column test_acc is 'inf'"),
+        ("val_acc", "", "row 2: column val_acc is empty"),
         ("val_acc", "high", "row 2: column val_acc: expected a number"),
         ("arch", '{"resolution": 16', "row 2: column arch: arch: malformed JSON"),
         ("space", "attentivenas", "row 2: column space is 'attentivenas'"),

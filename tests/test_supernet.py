@@ -15,7 +15,7 @@ from ofa.supernet import Supernet
 from tests.conftest import randomise_bn, seeded_archs
 
 # Big spaces run at a small input in the exactness test to stay fast; resolution is given by the input.
-TEST_INPUT_SIZE = {"tiny": None, "attentivenas": 40, "ofa_mbv3": 40}
+TEST_INPUT_SIZE = {"tiny": None, "cifar": None, "attentivenas": 40, "ofa_mbv3": 40}
 
 
 @torch.no_grad()
