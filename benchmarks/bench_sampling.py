@@ -46,11 +46,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "sampler.scorer=predictor",
         "sampler.num_candidates=3",
         "guide.enabled=true",
+        "guide.calibration_batches=5",  # 1,000 calibration images and 1,000 val images per guide measurement
+        "guide.val_images=1000",
     ),
     "worstup_loss": ("sampler.name=worstup", "sampler.scorer=loss", "sampler.num_candidates=3", "guide.enabled=false"),
 }
 # The recipe scaled to ~8 minutes of one core per run: 6 epochs of 60 steps (23,040 images, about 2.3 passes
-# over the 10,000 training images); the guide fits after 2 epochs and refits every 2 on 20 fresh archs.
+# over the 10,000 training images); the guide fits after 2 epochs and refits every 2 on 20 fresh archs, each
+# measured on half the calibration and val images (measuring at the run's full precision cost 36 % extra).
 SCALE = (
     "epochs=6",
     "max_steps_per_epoch=60",
@@ -157,12 +160,30 @@ def run_task(task: Task, data: Path, out: Path) -> Path | None:
         claim.unlink(missing_ok=True)
 
 
-def _train_seconds(run_dir: Path) -> float:
-    """Training wall time of a run: the sum of its epochs' seconds (guide refits and epoch evaluations included)."""
+def _epoch_seconds(run_dir: Path) -> list[float]:
+    """Wall seconds of each epoch of a run (guide refits and the epoch's evaluation included)."""
     import csv
 
     with (run_dir / "metrics.csv").open(newline="") as handle:
-        return float(sum(float(row["epoch_seconds"]) for row in csv.DictReader(handle)))
+        return [float(row["epoch_seconds"]) for row in csv.DictReader(handle)]
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Training wall time of a run: the sum of its epochs' seconds."""
+    return float(sum(_epoch_seconds(run_dir)))
+
+
+def guide_overhead(epoch_seconds: Sequence[float], refit_epochs: Sequence[int]) -> float:
+    """Extra wall time of the guide's refits over the rest of one run, a ratio measured inside that run.
+
+    A refit epoch's excess over the median of the run's other epochs is the refit's cost; measured in one
+    run, it is not confounded by other processes slowing whole runs (wall-time ratios between runs are).
+    """
+    refits = set(refit_epochs)
+    others = [seconds for epoch, seconds in enumerate(epoch_seconds) if epoch not in refits]
+    typical = float(np.median(others))
+    excess = sum(max(0.0, epoch_seconds[epoch] - typical) for epoch in refits if epoch < len(epoch_seconds))
+    return excess / float(sum(epoch_seconds) - excess)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,19 +223,24 @@ def summarise(results: Sequence[dict], budgets: Sequence[float]) -> dict[str, di
         add("train s", result["train_seconds"])
         if result["seed"] in uniform_seconds:
             add("time / uniform", result["train_seconds"] / uniform_seconds[result["seed"]])
+        if result.get("guide_overhead") is not None:
+            add("guide overhead", result["guide_overhead"])
     return table
 
 
 def format_summary(table: dict[str, dict[str, list[float]]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of ``mean ± std (n)`` cells, one row per variant."""
     variants = [name for name in VARIANTS if name in table]
-    measures = list(table[variants[0]])
+    measures = list(dict.fromkeys(measure for name in variants for measure in table[name]))
     rows = []
     for name in variants:
         cells = [name]
         for measure in measures:
             values = np.array(table[name].get(measure, []), dtype=np.float64)
-            digits = 3 if measure in ("hypervolume", "time / uniform") else 1
+            if values.size == 0:
+                cells.append("")
+                continue
+            digits = 3 if measure in ("hypervolume", "time / uniform", "guide overhead") else 1
             std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
         rows.append(cells)
@@ -287,6 +313,13 @@ def print_candidate_spread() -> dict[str, float]:
 # main
 
 
+def _refit_epochs() -> list[int]:
+    """The epochs (0-based) whose start refits the guide under ``SCALE``."""
+    settings = dict(item.split("=") for item in SCALE)
+    warmup, every, epochs = (int(settings[key]) for key in ("guide.warmup_epochs", "guide.refit_every", "epochs"))
+    return list(range(warmup, epochs, every)) if every else [warmup]
+
+
 def _budgets() -> list[float]:
     from ofa.pipeline import default_budgets
     from ofa.space import load_space
@@ -320,6 +353,9 @@ def main(
     if missing:
         raise RuntimeError(f"runs not finished (another process may still hold them): {', '.join(missing)}")
     results = [json.loads((out / task.name / "result.json").read_text()) for task in tasks]
+    for result, task in zip(results, tasks):
+        if task.variant == "bestup_predictor":
+            result["guide_overhead"] = guide_overhead(_epoch_seconds(out / task.name), _refit_epochs())
     budgets = _budgets()
     table = summarise(results, budgets)
     header, rows = format_summary(table)

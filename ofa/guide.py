@@ -3,7 +3,9 @@
 After ``guide.warmup_epochs`` epochs a set of archs spread over the FLOPs range is evaluated inside the
 supernet (BN recalibrated, val accuracy only: the test split never steers training), the predictor is
 fitted on them, and attentive sampling uses its predictions; every ``refit_every`` epochs fresh archs are
-evaluated and the predictor is refitted on those alone. Rows measured on earlier weights are not mixed
+evaluated and the predictor is refitted on those alone. ``guide.calibration_batches`` and
+``guide.val_images`` make each measurement cheaper (a ranking needs less precision than a report).
+Rows measured on earlier weights are not mixed
 in: every refit's rows carry an offset of their own epoch (the whole supernet got better since), which
 has nothing to do with the arch and would blur the ranking. Each fitted predictor and the arch data
 behind it stay in ``RUN/predictor/`` (the CSV's seed column names the refit: ``seed * 1000 + epoch``).
@@ -68,7 +70,8 @@ class PredictorGuide:
         # the guide draws from its own seeded stream, so the training randomness is unchanged
         seed = self.config.seed * 1000 + epoch
         archs = spread_archs(self.space, self.config.guide.num_archs, supernet.num_classes, seed)
-        measured = measure_to_csv(self.data_path, supernet, archs, calibration_images, val_batches, None, seed)
+        calibration = calibration_images[: self.config.guide.calibration_batches]  # None: every batch
+        measured = measure_to_csv(self.data_path, supernet, archs, calibration, val_batches, None, seed)
         records = [record for record in measured if record.seed == seed]  # the current weights' rows only
         predictor = create_predictor(self.config.guide.model, self.space, seed=self.config.seed)
         predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))

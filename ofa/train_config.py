@@ -121,11 +121,17 @@ class GuideSection:
     num_archs: int = 64  # archs evaluated in the supernet per fit
     refit_every: int = 2  # epochs between refits (0: never refit)
     model: str = "lightgbm"
+    calibration_batches: int | None = None  # BN calibration batches per guide measurement (None: the run's all)
+    val_images: int | None = None  # a fixed subset of val the guide measures on (None: the whole split)
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "refit_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"guide.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("calibration_batches", "val_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"guide.{name} must be >= 1 (or null: all), got {value}")
         if self.num_archs < 8:
             raise ValueError(f"guide.num_archs must be >= 8 to fit a predictor, got {self.num_archs}")
 

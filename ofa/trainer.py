@@ -261,6 +261,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
     section = config.calibration
     calibration = calibration_images(data.train, section.batches_for(data.name), section.batch_size, section.seed)
     val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
+    guide_val_loader = _guide_val_loader(config, data, val_loader)
     start_epoch, best_accuracy = 0, -1.0
     if state is not None:
         supernet.load_state_dict(state["model"])
@@ -288,7 +289,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         for epoch in range(start_epoch, config.epochs):
             epoch_started = time.perf_counter()
             if guide is not None:
-                guide.maybe_refit(epoch, supernet, calibration, val_loader)
+                guide.maybe_refit(epoch, supernet, calibration, guide_val_loader)
             warming_up = guide is not None and not guide.ready
             scorer = guide.scorer if guide is not None and guide.ready else predictor_scorer
             sampler.set_epoch(epoch)
@@ -381,6 +382,17 @@ def _check_finite_weights(supernet: Supernet) -> None:
     for name, parameter in supernet.named_parameters():
         if not torch.isfinite(parameter).all():
             raise TrainingDivergedError(f"parameter {name} holds NaN or infinite values")
+
+
+def _guide_val_loader(config: TrainConfig, data: DataBundle, val_loader: DataLoader) -> DataLoader:
+    """The val batches the guide measures on: a fixed seeded subset of ``guide.val_images`` images, or all."""
+    count = config.guide.val_images
+    if count is None or count >= len(data.val):
+        return val_loader
+    generator = torch.Generator().manual_seed(config.calibration.seed)
+    indices = sorted(torch.randperm(len(data.val), generator=generator)[:count].tolist())
+    subset = torch.utils.data.Subset(data.val, indices)
+    return DataLoader(subset, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
 
 
 def _static_predictor_scorer(config: TrainConfig, space: SearchSpace) -> Callable | None:
