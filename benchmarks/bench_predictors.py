@@ -266,7 +266,8 @@ def main(argv: Sequence[str] = (), quick: bool = False) -> dict[str, float]:
                 f"Kendall tau {noise['repeat_tau']:.3f}"
             )
         if "val_test_acc_tau" in noise:
-            print(f"val_acc vs test_acc (Kendall tau over {len(records)} rows): {noise['val_test_acc_tau']:.3f}")
+            count = sum(record.test_acc is not None for record in records)
+            print(f"val_acc vs test_acc (Kendall tau over {count} rows with both): {noise['val_test_acc_tau']:.3f}")
         if args.out is not None:
             write_results_csv(rows, args.out / f"results_{target}.csv")
         for goal in goals:

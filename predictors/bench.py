@@ -337,14 +337,15 @@ def noise_summary(
 ) -> dict[str, float]:
     """What bounds a predictor on these records: ``repeat_tau`` (the noise ceiling of ``target`` over the
     ``repeat_archs`` archs measured twice in ``records`` + ``repeats``, when any are) and ``val_test_acc_tau``
-    (val vs test accuracy of ``records``)."""
+    (val vs test accuracy of the ``records`` measured on both)."""
     result = {}
     first, second = repeated_measurements([*records, *repeats], target)
     if first.size >= 2:
         result["repeat_archs"] = float(first.size)
         result["repeat_tau"] = noise_ceiling(first, second)
-    if len(records) >= 2:
-        result["val_test_acc_tau"] = kendall_tau([r.val_acc for r in records], [r.test_acc for r in records])
+    with_test = [record for record in records if record.test_acc is not None]  # val-only rows have no test
+    if len(with_test) >= 2:
+        result["val_test_acc_tau"] = kendall_tau([r.val_acc for r in with_test], [r.test_acc for r in with_test])
     return result
 
 

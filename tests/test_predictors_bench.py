@@ -232,6 +232,8 @@ def test_noise_ceiling(space, records):
     assert summary["repeat_archs"] == 20 and summary["repeat_tau"] == pytest.approx(1.0)  # a shift keeps the order
     assert "repeat_tau" not in noise_summary(records)
     assert noise_summary(records)["val_test_acc_tau"] == pytest.approx(noise_ceiling(values, tests))
+    partly = [replace(record, test_acc=None) for record in records[:10]] + list(records[10:])  # val-only rows
+    assert noise_summary(partly)["val_test_acc_tau"] == pytest.approx(noise_ceiling(values[10:], tests[10:]))
 
 
 def test_format_table_of_nothing():
