@@ -10,6 +10,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 from ofa.cli import main
 from ofa.sampling import AttentiveSampler
@@ -128,3 +129,23 @@ def test_evaluate_command_measures_the_guide_archs_again(guided_run, tmp_path, c
     assert [record.seed for record in read_arch_csv(out, space)] == [7, 7, 0, 0]
     assert main([*arguments, "--num-archs", "0"]) == 2
     assert "--num-archs must be >= 1" in capsys.readouterr().err
+
+
+def test_guide_measures_on_a_fixed_val_subset_when_asked():
+    from ofa.trainer import _guide_val_loader, build_data
+
+    config = load_train_config(None, ("guide.val_images=50",))
+    data = build_data(config, load_space(config.model.space))
+    full = torch.utils.data.DataLoader(data.val, 64)
+    subset = _guide_val_loader(config, data, full)
+    assert len(subset.dataset) == 50 and subset is not full
+    again = _guide_val_loader(config, data, full)
+    assert subset.dataset.indices == again.dataset.indices  # the same images at every refit
+    everything = load_train_config(None, ())
+    assert _guide_val_loader(everything, data, full) is full
+
+
+@pytest.mark.parametrize("key", ["guide.val_images=0", "guide.calibration_batches=0"])
+def test_guide_measurement_knobs_refuse_zero(key):
+    with pytest.raises(ValueError, match=key.split("=")[0].split(".")[1]):
+        load_train_config(None, (key,))
