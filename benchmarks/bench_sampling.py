@@ -36,20 +36,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import print_table
+from ofa.compare import VARIANTS as COMPARE_VARIANTS
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "train" / "cifar10.yaml"
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "uniform": ("sampler.name=uniform", "guide.enabled=false"),
-    "bestup_loss": ("sampler.name=bestup", "sampler.scorer=loss", "sampler.num_candidates=3", "guide.enabled=false"),
+VARIANTS: dict[str, tuple[str, ...]] = {  # `ofa compare`'s variants, WorstUp-3 beside them
+    "uniform": COMPARE_VARIANTS["uniform"],
+    "bestup_loss": COMPARE_VARIANTS["bestup_loss"],
     "bestup_predictor": (
-        "sampler.name=bestup",
-        "sampler.scorer=predictor",
-        "sampler.num_candidates=3",
-        "guide.enabled=true",
+        *COMPARE_VARIANTS["bestup_predictor"],
         "guide.calibration_batches=5",  # 1,000 calibration images and 1,000 val images per guide measurement
         "guide.val_images=1000",
     ),
-    "worstup_loss": ("sampler.name=worstup", "sampler.scorer=loss", "sampler.num_candidates=3", "guide.enabled=false"),
+    "worstup_loss": ("sampler.name=worstup", "sampler.scorer=loss", "guide.enabled=false"),
 }
 # The recipe scaled to ~8 minutes of one core per run: 6 epochs of 60 steps (23,040 images, about 2.3 passes
 # over the 10,000 training images); the guide fits after 2 epochs and refits every 2 on 20 fresh archs, each
