@@ -101,6 +101,28 @@ def _command_export(args: argparse.Namespace) -> None:
     print(f"exported {info['arch_short']} ({info['mmacs']:.2f} MMACs) to {out}{onnx}")
 
 
+def _command_finetune(args: argparse.Namespace) -> None:
+    from ofa.finetune import FinetuneSettings, finetune_from_source
+
+    settings = FinetuneSettings(
+        epochs=args.epochs, lr=args.lr, distill=args.kd, from_scratch=args.from_scratch, seed=args.seed
+    )
+    result = finetune_from_source(
+        args.source, args.arch, args.flops, args.run, settings, args.out, force=args.force, onnx=args.onnx
+    )
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    before = result.before or {}
+    print(
+        f"{result.mode} {result.arch.short()} ({result.mmacs:.2f} MMACs), {result.epochs} epochs: "
+        f"val {percent(before.get('val_acc'))} -> {percent(result.val_acc)}, "
+        f"test {percent(before.get('test_acc'))} -> {percent(result.test_acc)}; "
+        f"exported to {result.out_dir} in {result.seconds:.0f} s"
+    )
+
+
 def _command_search(args: argparse.Namespace) -> None:
     from ofa.budget import check_budget, parse_budgets
     from ofa.deploy import find_predictor, read_run_space, search_run
@@ -199,12 +221,35 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_command_export)
 
 
+def _add_finetune_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "finetune", help="fine-tune an extracted subnet (or train its arch from scratch) and export it"
+    )
+    parser.add_argument("source", help="run directory (with --flops or --arch) or an exported subnet folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--flops", help="with a run: the best subnet within this budget, e.g. 5M")
+    which.add_argument("--arch", help="with a run: arch file (JSON or YAML)")
+    parser.add_argument("--run", help="with an export: the run it came from (default: the one it records)")
+    parser.add_argument("--epochs", type=int, required=True, help="training epochs (>= 1)")
+    parser.add_argument("--lr", type=float, help="peak lr (default: the run's lr / 10; from scratch: the run's lr)")
+    parser.add_argument("--kd", action="store_true", help="distil from the supernet's largest subnet")
+    parser.add_argument(
+        "--from-scratch", action="store_true", help="train the arch from random initialisation with the run's recipe"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of shuffling, dropout and initialisation")
+    parser.add_argument("--out", required=True, help="output folder (a normal export)")
+    parser.add_argument("--force", action="store_true", help="replace an existing export; restart a job")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (checked with onnxruntime)")
+    parser.set_defaults(handler=_command_finetune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ofa`` command."""
     parser = argparse.ArgumentParser(prog="ofa", description="Once-for-all supernets with attentive sampling.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_space_commands(commands)
     _add_pipeline_commands(commands)
+    _add_finetune_command(commands)
     add_predictor_commands(commands)
     add_run_commands(commands)
     return parser

@@ -1,4 +1,4 @@
-"""Shared fixtures: the shipped spaces, seeded archs and randomised BN."""
+"""Shared fixtures: the shipped spaces, seeded archs, randomised BN and one briefly trained run."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ofa.archdata import measure_to_csv, spread_archs
+from ofa.config import config_from_dict
+from ofa.runs import load_run
 from ofa.space import Arch, SearchSpace, load_space
+from ofa.train_config import TrainConfig
+from ofa.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_NAMES = sorted(path.stem for path in (ROOT / "configs" / "spaces").glob("*.yaml"))
+TRAINED_RUN_ARCHS = 12  # archs measured into the trained run's archs.csv
 
 
 def seeded_archs(space: SearchSpace, count: int, seed: int = 0) -> list[Arch]:
@@ -61,3 +67,32 @@ def space(request: pytest.FixtureRequest) -> SearchSpace:
 @pytest.fixture(autouse=True)
 def _single_thread_torch() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of the tiny space on digits: 10 training steps, then 12 archs measured into archs.csv."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs")
+    config = config_from_dict(
+        TrainConfig,
+        {
+            "name": "tiny",
+            "epochs": 1,
+            "out_dir": str(out),
+            "device": "cpu",
+            "max_steps_per_epoch": 10,
+            "data": {"name": "digits", "batch_size": 64, "eval_batch_size": 512},
+            "model": {"space": "tiny"},
+            "optim": {"lr": 0.2, "warmup_epochs": 0.0},
+            "sampler": {"name": "uniform", "num_subnets": 2},
+            "calibration": {"num_batches": 1, "batch_size": 64, "seed": 0},
+        },
+    )
+    result = train(config, progress=False)
+    run = load_run(result.run_dir)
+    archs = spread_archs(run.space, TRAINED_RUN_ARCHS, run.num_classes, seed=0)
+    measure_to_csv(
+        result.run_dir / "archs.csv", run.supernet, archs, run.calibration_images, run.val_loader, run.test_loader, 0
+    )
+    return result.run_dir

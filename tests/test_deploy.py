@@ -20,12 +20,10 @@ from hypothesis import strategies as st
 
 import ofa
 import ofa.export
-from ofa.archdata import measure_to_csv, spread_archs
 from ofa.bn import recalibrate_bn, resize_to
 from ofa.budget import BUDGET_FORMS, smallest_mmacs
 from ofa.checkpoint import atomic_save
 from ofa.cli import main
-from ofa.config import config_from_dict
 from ofa.deploy import (
     PARETO_COLUMNS,
     ChosenSubnet,
@@ -43,8 +41,6 @@ from ofa.pareto import pareto_front
 from ofa.runs import LoadedRun, load_run
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import Arch, SearchSpace, load_space
-from ofa.train_config import TrainConfig
-from ofa.trainer import train
 from predictors.models import create_predictor
 
 TINY = load_space("tiny")
@@ -53,42 +49,12 @@ SMALLEST = smallest_mmacs(TINY, NUM_CLASSES)
 LARGEST = float(count_macs(TINY, TINY.max_arch(), NUM_CLASSES)) / 1e6
 QUICK = SearchSettings(population=16, generations=3, seed=0)
 BUDGETS = [0.6, 1.5, 3.0]
-MEASURED_ARCHS = 12
 OFA = [sys.executable, "-m", "ofa.cli"]
 
 
 # ----------------------------------------------------------------------------------------------------
 # fixtures: one briefly trained run (session), cheap predictors, copies to write into
 # ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory of the tiny space on digits: 10 training steps, then 12 archs measured into archs.csv."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("runs")
-    config = config_from_dict(
-        TrainConfig,
-        {
-            "name": "tiny",
-            "epochs": 1,
-            "out_dir": str(out),
-            "device": "cpu",
-            "max_steps_per_epoch": 10,
-            "data": {"name": "digits", "batch_size": 64, "eval_batch_size": 512},
-            "model": {"space": "tiny"},
-            "optim": {"lr": 0.2, "warmup_epochs": 0.0},
-            "sampler": {"name": "uniform", "num_subnets": 2},
-            "calibration": {"num_batches": 1, "batch_size": 64, "seed": 0},
-        },
-    )
-    result = train(config, progress=False)
-    run = load_run(result.run_dir)
-    archs = spread_archs(run.space, MEASURED_ARCHS, run.num_classes, seed=0)
-    measure_to_csv(
-        result.run_dir / "archs.csv", run.supernet, archs, run.calibration_images, run.val_loader, run.test_loader, 0
-    )
-    return result.run_dir
 
 
 @pytest.fixture(scope="session")
