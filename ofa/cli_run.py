@@ -26,6 +26,7 @@ def _command_run(args: argparse.Namespace) -> None:
         generations=args.generations,
         onnx=args.onnx,
         seed=args.seed,
+        finetune_epochs=args.finetune_epochs,
     )
     result = run_pipeline(args.config, overrides, settings)
     print(format_rows(result.rows))
@@ -72,6 +73,9 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--generations", type=int, default=30, help="evolution generations per budget")
     parser.add_argument("--onnx", action="store_true", help="also export ONNX models")
     parser.add_argument("--seed", type=int, default=0, help="seed of arch sampling, hold-out split and search")
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=0, help="also fine-tune every exported subnet this many epochs"
+    )
     parser.set_defaults(handler=_command_run)
 
     parser = commands.add_parser(

@@ -8,6 +8,8 @@ running ``ofa run`` again after an interruption continues where it stopped and l
 3. fit the final predictor on them (``predictor/final.json``; a held-out quarter scores it first);
 4. search the Pareto subnets for the budgets (``search/pareto.*``);
 5. export each chosen subnet (``export/<budget>/``) and check the exported model reproduces its test accuracy;
+   with ``finetune_epochs``, also fine-tune each one (distilled from the largest subnet) into
+   ``export/<budget>-finetuned/`` (resumable; a finished one with the same settings is kept);
 6. write ``report/`` (``report.md`` and plots) and return the summary table.
 """
 
@@ -56,7 +58,8 @@ class PipelineSettings:
         finalists: candidates per budget evaluated for real on val.
         holdout: share of the measured archs held out to score the predictor before the final fit.
         onnx: also export ONNX models (checked against onnxruntime).
-        seed: seed of arch sampling, the hold-out split and the search.
+        seed: seed of arch sampling, the hold-out split, the search and fine-tuning.
+        finetune_epochs: fine-tune every exported subnet this many epochs (0: no fine-tuning).
     """
 
     num_archs: int = 200
@@ -68,6 +71,7 @@ class PipelineSettings:
     holdout: float = 0.25
     onnx: bool = False
     seed: int = 0
+    finetune_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.num_archs < 16:
@@ -76,6 +80,9 @@ class PipelineSettings:
             raise ValueError(f"num_budgets must be in 1..10, got {self.num_budgets}")
         if not 0.05 <= self.holdout <= 0.5:
             raise ValueError(f"holdout must be in [0.05, 0.5], got {self.holdout}")
+        epochs = self.finetune_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"finetune_epochs must be an integer >= 0, got {self.finetune_epochs!r}")
         if self.population < 4 or self.generations < 0 or self.finalists < 1:
             raise ValueError("population must be >= 4, generations >= 0 and finalists >= 1")
 
@@ -218,6 +225,11 @@ def run_pipeline(
         {**subnet.to_dict(), "export": str(path), "export_test_acc": accuracy}
         for subnet, (path, accuracy) in zip(chosen, exports)
     ]
+    if settings.finetune_epochs:
+        _say(f"[5/6] fine-tuning the exported subnets for {settings.finetune_epochs} epochs (distilled)")
+        for row, subnet in zip(result.rows, chosen):
+            row["finetuned_test_acc"] = _finetune_export(run, subnet, settings, show)
+        lap("finetune")
     _say("[6/6] writing the report")
     write_report(run.run_dir, result, holdout, config)
     lap("report")
@@ -266,6 +278,28 @@ def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -
     final.fit(archs, accuracies)
     final.save(run.run_dir / "predictor" / "final.json")
     return final, holdout
+
+
+def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> float | None:
+    """Fine-tune one chosen subnet into ``RUN/export/<budget>M-finetuned``; returns its test accuracy.
+
+    A finished fine-tune of the same arch, epochs and seed is kept; an unfinished one is continued.
+    """
+    from ofa.export import read_export_info
+    from ofa.finetune import FinetuneSettings, finetune_subnet
+
+    out = run.run_dir / "export" / f"{subnet.budget:g}M-finetuned"
+    finetune = FinetuneSettings(epochs=settings.finetune_epochs, distill=True, seed=settings.seed)
+    if (out / "arch.json").is_file():
+        info = read_export_info(out)
+        metadata = info.get("metadata") or {}
+        wanted = {"training": "finetune", "epochs": finetune.epochs, "distill": 1, "seed": finetune.seed}
+        if info["arch"] == subnet.arch.to_dict() and all(metadata.get(k) == v for k, v in wanted.items()):
+            return metadata.get("test_acc")
+    if out.exists() and not (out / "arch.json").is_file():
+        shutil.rmtree(out)  # a half-written folder of an interrupted earlier export
+    result = finetune_subnet(run, subnet.arch, finetune, out, force=True, onnx=settings.onnx, progress=show)
+    return result.test_acc
 
 
 def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:

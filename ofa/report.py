@@ -13,14 +13,23 @@ from ofa.train_config import TrainConfig
 __all__ = ["format_rows", "plot_predictor", "plot_training", "write_report"]
 
 _COLUMNS = ("budget", "MMACs", "params", "pred", "val", "test", "export test", "arch")
+_FINETUNED = "fine-tuned test"
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The table's columns: a fine-tuned one when any row was fine-tuned."""
+    columns = list(_COLUMNS)
+    if any("finetuned_test_acc" in row for row in rows):
+        columns.insert(-1, _FINETUNED)
+    return columns
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
-    return [
+def _cells(row: dict[str, Any], columns: Sequence[str]) -> list[str]:
+    cells = [
         f"{row['budget_mmacs']:g}M",
         f"{row['mmacs']:.3f}",
         f"{row['params'] / 1e3:.1f}K",
@@ -30,12 +39,16 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _percent(row.get("export_test_acc")),
         row["arch_short"],
     ]
+    if _FINETUNED in columns:
+        cells.insert(-1, _percent(row.get("finetuned_test_acc")))
+    return cells
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """The summary table as aligned plain text (accuracies in %)."""
-    table = [list(_COLUMNS)] + [_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS) - 1)]
+    columns = _columns(rows)
+    table = [columns] + [_cells(row, columns) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns) - 1)]
     lines = []
     for line in table:
         lines.append("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
@@ -43,9 +56,10 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = _cells(row)
+        cells = _cells(row, columns)
         cells[-1] = "`" + cells[-1].replace("|", "\\|") + "`"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -112,6 +126,15 @@ def plot_training(path: Path, metrics_csv: Path) -> None:
     plt.close(figure)
 
 
+def _finetuned_note(rows: Sequence[dict[str, Any]]) -> str:
+    if _FINETUNED not in _columns(rows):
+        return ""
+    return (
+        "; `fine-tuned test`: the subnet fine-tuned from the supernet's weights, distilled from the largest "
+        "subnet (`export/<budget>M-finetuned/`)"
+    )
+
+
 def write_report(run_dir: Path, result: Any, holdout: dict[str, Any], config: TrainConfig) -> Path:
     """Write ``RUN/report/`` for a finished :func:`ofa.pipeline.run_pipeline`; returns ``report.md``'s path."""
     folder = run_dir / "report"
@@ -135,7 +158,8 @@ Space `{config.model.space}` on `{config.data.name}`, {config.epochs} epochs, sa
 {_markdown_table(result.rows)}
 
 Accuracies in %. `pred`: the predictor's estimate; `val`/`test`: measured inside the supernet (BN
-recalibrated); `export test`: the exported model reloaded with `ofa.load_subnet`, on the same test split.
+recalibrated); `export test`: the exported model reloaded with `ofa.load_subnet`, on the same test
+split{_finetuned_note(result.rows)}.
 Every subnet is within its budget: {all(row["mmacs"] <= row["budget_mmacs"] for row in result.rows)}.
 Exported models reproduce the supernet's test accuracy: {reproduced}.
 

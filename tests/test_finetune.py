@@ -67,6 +67,7 @@ def test_finetune_records_before_and_after_and_the_export_reproduces_them(
     assert not state_path(tmp_path / "tuned").exists()  # the resumable state is gone once the export exists
 
 
+@pytest.mark.slow
 def test_from_scratch_starts_from_the_supernet_initialisation_with_the_run_recipe(
     run: LoadedRun, arch: Arch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +91,7 @@ def test_from_scratch_starts_from_the_supernet_initialisation_with_the_run_recip
     assert metadata["val_acc_before"] is None and metadata["test_acc_before"] is None
 
 
+@pytest.mark.slow
 def test_an_interrupted_job_resumes_to_the_same_weights(
     run: LoadedRun, arch: Arch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,6 +133,7 @@ def test_a_leftover_job_with_other_settings_is_refused_unless_forced(
     assert not leftover.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_finetunes_an_export_and_records_its_source(
     trained_run: Path, arch_file: Path, tmp_path: Path, capsys
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from ofa import count_macs, load_subnet
 from ofa.cli import main
 from ofa.compare import compare_samplers
 from ofa.evaluate import evaluate_model
-from ofa.export import preprocess
+from ofa.export import preprocess, read_export_info
 from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import PipelineSettings, default_budgets, run_pipeline
+from ofa.report import format_rows
 from ofa.runs import load_run
 from ofa.space import load_space
 from tests.conftest import write_images
@@ -90,6 +92,26 @@ def test_rerun_with_another_config_is_refused(pipeline_run) -> None:
     with pytest.raises(ValueError, match="another training config"):
         run_pipeline(overrides=(*overrides, "optim.lr=0.05"), settings=SETTINGS, progress=False)
     assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_finetune_epochs_add_a_finetuned_column_and_are_kept_on_rerun(pipeline_run) -> None:
+    result, overrides = pipeline_run
+    settings = dataclasses.replace(SETTINGS, finetune_epochs=1)
+    tuned = run_pipeline(overrides=overrides, settings=settings, progress=False)
+    folders = [result.run_dir / "export" / f"{row['budget_mmacs']:g}M-finetuned" for row in tuned.rows]
+    for row, folder in zip(tuned.rows, folders):
+        metadata = read_export_info(folder)["metadata"]
+        assert (metadata["training"], metadata["epochs"], metadata["distill"]) == ("finetune", 1, 1)
+        assert row["finetuned_test_acc"] == metadata["test_acc"]
+        assert metadata["test_acc_before"] == row["test_acc"]  # fine-tuned from the exported subnet
+    assert "fine-tuned test" in format_rows(tuned.rows)
+    assert "fine-tuned test" in (result.run_dir / "report" / "report.md").read_text()
+    stamps = [(folder / "model.safetensors").stat().st_mtime_ns for folder in folders]
+    again = run_pipeline(overrides=overrides, settings=settings, progress=False)
+    assert [(folder / "model.safetensors").stat().st_mtime_ns for folder in folders] == stamps
+    assert [row["finetuned_test_acc"] for row in again.rows] == [row["finetuned_test_acc"] for row in tuned.rows]
+    assert "fine-tuned test" not in format_rows(result.rows)
 
 
 def test_default_budgets_are_feasible_and_spread() -> None:
