@@ -2,8 +2,9 @@
 
 Each step trains the largest subnet on the labels (label smoothing, dropout, drop-path), then ``n - 2`` sampled
 subnets and the smallest subnet on the largest one's detached predictions (BigNAS, Yu et al., ECCV
-2020); the sampled subnets come from a uniform, FLOPs-target or AttentiveNAS BestUp/WorstUp sampler
-(Wang et al., CVPR 2021). Gradients of all subnets are accumulated into one optimizer step.
+2020), optionally mixed with the label loss (``distill_label_weight``); the sampled subnets come from a
+uniform, FLOPs-target or AttentiveNAS BestUp/WorstUp sampler (Wang et al., CVPR 2021). Gradients of all
+subnets are accumulated into one optimizer step.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class StepSettings:
     grad_clip_value: float
     bf16: bool
     drop_path: float = 0.0
+    distill_label_weight: float = 0.0  # the distilled subnets' loss: (1 - w) * distillation + w * labels
 
 
 def _slot_name(slot: int, count: int) -> str:
@@ -164,7 +166,11 @@ def sandwich_step(
     for arch in archs[1:]:
         supernet.set_active(arch)
         with autocast:
-            loss = soft_cross_entropy(supernet(resize_to(images, arch.resolution)).float(), teacher)
+            logits = supernet(resize_to(images, arch.resolution)).float()
+            loss = soft_cross_entropy(logits, teacher)
+            if settings.distill_label_weight > 0:
+                labelled = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+                loss = (1 - settings.distill_label_weight) * loss + settings.distill_label_weight * labelled
         loss.backward()
         losses.append(loss.detach())
     # every rank sees the same losses, so all of them stop together when one diverges

@@ -67,12 +67,15 @@ class OptimSection:
     min_lr: float = 0.0
     label_smoothing: float = 0.1
     grad_clip_value: float = 1.0  # 0 disables clipping
+    distill_label_weight: float = 0.0  # distilled subnets: weight of the label loss beside the teacher's (0: pure KD)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.distill_label_weight <= 1.0:
+            raise ValueError(f"distill_label_weight must be in [0, 1], got {self.distill_label_weight}")
         for name in ("momentum", "warmup_epochs", "grad_clip_value", "weight_decay", "min_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

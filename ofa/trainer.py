@@ -278,6 +278,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         config.optim.grad_clip_value,
         config.bf16,
         config.model.drop_path,
+        config.optim.distill_label_weight,
     )
     show = context.is_main and (sys.stderr.isatty() if progress is None else progress)
     writer = _tensorboard(run_dir) if context.is_main else None

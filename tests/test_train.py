@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import random
 from collections.abc import Sequence
@@ -138,6 +139,32 @@ def test_sandwich_step_losses_are_labels_then_distillation(tiny: SearchSpace) ->
 
     assert losses == pytest.approx(expected, rel=1e-5)
     assert len(set(losses)) == len(losses)
+
+
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_distill_label_weight_mixes_the_label_loss_into_the_distilled_subnets(tiny: SearchSpace, weight: float) -> None:
+    torch.manual_seed(1)
+    supernet = Supernet(tiny, NUM_CLASSES)
+    archs = [tiny.max_arch(), middle_arch(tiny), tiny.min_arch()]
+    images, labels = make_batch(seed=1)
+    expected = []
+    with torch.no_grad(), frozen_bn_statistics(supernet):
+        supernet.set_active(archs[0])
+        teacher_logits = supernet(images)
+        expected.append(float(F.cross_entropy(teacher_logits, labels, label_smoothing=0.1)))
+        teacher = F.softmax(teacher_logits, dim=1)
+        for arch in archs[1:]:
+            supernet.set_active(arch)
+            logits = supernet(resize_to(images, arch.resolution))
+            distilled = float(soft_cross_entropy(logits, teacher))
+            labelled = float(F.cross_entropy(logits, labels, label_smoothing=0.1))
+            expected.append((1 - weight) * distilled + weight * labelled)
+    settings = dataclasses.replace(NO_CLIP, distill_label_weight=weight)
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
+
+    losses = sandwich_step(supernet, images, labels, archs, optimizer, settings, SINGLE)
+
+    assert losses == pytest.approx(expected, rel=1e-5)
 
 
 def test_sandwich_step_needs_max_and_min(tiny: SearchSpace) -> None:

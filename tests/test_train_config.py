@@ -87,6 +87,7 @@ def test_parse_override_reads_yaml_values() -> None:
         (("optim.min_lr=1",), "optim: min_lr must be <= lr (0.1), got 1.0"),
         (("optim.momentum=0",), "optim: nesterov needs momentum > 0"),
         (("optim.label_smoothing=1",), "optim: label_smoothing must be in [0, 1), got 1.0"),
+        (("optim.distill_label_weight=1.5",), "optim: distill_label_weight must be in [0, 1], got 1.5"),
         (("model.dropout=1.0",), "model: dropout must be in [0, 1), got 1.0"),
         (("guide.num_archs=4",), "guide.num_archs must be >= 8 to fit a predictor, got 4"),
         (("calibration.batch_size=0",), "calibration.batch_size must be >= 1, got 0"),
