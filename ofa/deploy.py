@@ -448,13 +448,13 @@ def export_from_run(
         ValueError: neither or both of ``arch_file`` and ``budget``, a missing run or checkpoint, an arch
             of another space, a bad budget, or a target that exists (without ``force``) or is not an export.
     """
-    from ofa.export import check_export_target, export_subnet, read_export_info
+    from ofa.export import check_export_target, read_export_info
     from ofa.runs import load_run
 
     if (arch_file is None) == (budget is None):
         raise ValueError("export needs exactly one of an arch file (--arch) and a budget (--flops)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    space, num_classes = read_run_space(run_dir)
+    space, _ = read_run_space(run_dir)
     check_export_target(out_dir, force)
     predicted = None
     if arch_file is not None:
@@ -471,16 +471,5 @@ def export_from_run(
     test = run.evaluate(arch, "test")  # leaves the supernet calibrated for this arch
     model = run.supernet.extract(arch).eval()
     metadata = {"val_acc": val.accuracy, "test_acc": test.accuracy, "predicted_acc": predicted, "run": str(run_dir)}
-    out = export_subnet(
-        model,
-        space,
-        arch,
-        out_dir,
-        num_classes=num_classes,
-        mean=run.data.mean,
-        std=run.data.std,
-        metadata=metadata,
-        force=force,
-        onnx=onnx,
-    )
+    out = run.export(model, arch, out_dir, metadata, force=force, onnx=onnx)
     return out, read_export_info(out)

@@ -33,7 +33,7 @@ from ofa.bn import recalibrate_bn, resize_to
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.data import calibration_batches
 from ofa.evaluate import Evaluation, evaluate_model
-from ofa.export import check_export_target, export_subnet, read_export_info
+from ofa.export import check_export_target, read_export_info
 from ofa.runs import LoadedRun, load_run
 from ofa.space import Arch
 from ofa.static import StaticNet
@@ -165,18 +165,7 @@ def finetune_subnet(
     test = evaluate_model(model, run.test_loader, arch.resolution) if run.data.test is not None else None
     metadata = _metadata(job, before, val, test)
     metadata["train_seconds"] = round(train_seconds, 1)
-    export_subnet(
-        model.eval(),
-        run.space,
-        arch,
-        out_dir,
-        num_classes=run.num_classes,
-        mean=run.data.mean,
-        std=run.data.std,
-        metadata=metadata,
-        force=force,
-        onnx=onnx,
-    )
+    run.export(model.eval(), arch, out_dir, metadata, force=force, onnx=onnx)
     state_path(out_dir).unlink(missing_ok=True)
     return FinetuneResult(
         out_dir=out_dir,

@@ -307,7 +307,7 @@ def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
     import torch
 
     from ofa.evaluate import evaluate_model
-    from ofa.export import export_subnet, load_subnet, preprocess
+    from ofa.export import load_subnet, preprocess
 
     exports = []
     for subnet in chosen:
@@ -323,18 +323,7 @@ def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
         }
         if out.exists() and not (out / "arch.json").is_file():
             shutil.rmtree(out)  # a half-written folder of an interrupted earlier export
-        export_subnet(
-            model,
-            run.space,
-            subnet.arch,
-            out,
-            num_classes=run.num_classes,
-            mean=run.data.mean,
-            std=run.data.std,
-            metadata=metadata,
-            force=True,
-            onnx=onnx,
-        )
+        run.export(model, subnet.arch, out, metadata, force=True, onnx=onnx)
         loaded = load_subnet(out)
         # the user's path: images in [0, 1] (the test split with its normalisation undone) -> preprocess
         mean = torch.tensor(run.data.mean).view(1, -1, 1, 1)

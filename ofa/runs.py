@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ofa.config import config_from_dict
 from ofa.data import DataBundle, calibration_images
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.space import Arch, SearchSpace
+from ofa.static import StaticNet
 from ofa.supernet import Supernet
 from ofa.train_config import TrainConfig
 from ofa.trainer import build_data
@@ -41,6 +43,32 @@ class LoadedRun:
     def num_classes(self) -> int:
         """Classifier outputs."""
         return self.supernet.num_classes
+
+    def export(
+        self,
+        model: StaticNet,
+        arch: Arch,
+        out_dir: str | Path,
+        metadata: Mapping[str, float | str | int | None],
+        force: bool = False,
+        onnx: bool = False,
+    ) -> Path:
+        """Write ``model`` (the static subnet ``arch`` of this run) as a standalone export with the run's
+        space, classes and input normalisation (see :func:`ofa.export.export_subnet`)."""
+        from ofa.export import export_subnet
+
+        return export_subnet(
+            model,
+            self.space,
+            arch,
+            Path(out_dir),
+            num_classes=self.num_classes,
+            mean=self.data.mean,
+            std=self.data.std,
+            metadata=metadata,
+            force=force,
+            onnx=onnx,
+        )
 
     def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
         """Accuracy of ``arch`` inside the supernet on ``val`` or ``test`` (BN recalibrated first)."""

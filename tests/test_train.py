@@ -119,34 +119,8 @@ def test_sandwich_step_gives_each_subnet_its_own_gradients(tiny: SearchSpace) ->
         torch.testing.assert_close(parameter.detach(), before[name] - 0.01 * parameter.grad)
 
 
-def test_sandwich_step_losses_are_labels_then_distillation(tiny: SearchSpace) -> None:
-    torch.manual_seed(1)
-    supernet = Supernet(tiny, NUM_CLASSES)
-    archs = [tiny.max_arch(), middle_arch(tiny), tiny.min_arch()]
-    images, labels = make_batch(seed=1)
-    expected = []
-    with torch.no_grad(), frozen_bn_statistics(supernet):
-        supernet.set_active(archs[0])
-        teacher_logits = supernet(images)
-        expected.append(float(F.cross_entropy(teacher_logits, labels, label_smoothing=0.1)))
-        teacher = F.softmax(teacher_logits, dim=1)
-        for arch in archs[1:]:
-            supernet.set_active(arch)
-            expected.append(float(soft_cross_entropy(supernet(resize_to(images, arch.resolution)), teacher)))
-    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
-
-    losses = sandwich_step(supernet, images, labels, archs, optimizer, NO_CLIP, SINGLE)
-
-    assert losses == pytest.approx(expected, rel=1e-5)
-    assert len(set(losses)) == len(losses)
-
-
-@pytest.mark.parametrize("weight", [0.5, 1.0])
-def test_distill_label_weight_mixes_the_label_loss_into_the_distilled_subnets(tiny: SearchSpace, weight: float) -> None:
-    torch.manual_seed(1)
-    supernet = Supernet(tiny, NUM_CLASSES)
-    archs = [tiny.max_arch(), middle_arch(tiny), tiny.min_arch()]
-    images, labels = make_batch(seed=1)
+def _expected_losses(supernet: Supernet, archs: list[Arch], images, labels, label_weight: float) -> list[float]:
+    """The sandwich losses computed by hand: labels for the first arch, then distillation (+ labels)."""
     expected = []
     with torch.no_grad(), frozen_bn_statistics(supernet):
         supernet.set_active(archs[0])
@@ -158,13 +132,24 @@ def test_distill_label_weight_mixes_the_label_loss_into_the_distilled_subnets(ti
             logits = supernet(resize_to(images, arch.resolution))
             distilled = float(soft_cross_entropy(logits, teacher))
             labelled = float(F.cross_entropy(logits, labels, label_smoothing=0.1))
-            expected.append((1 - weight) * distilled + weight * labelled)
+            expected.append((1 - label_weight) * distilled + label_weight * labelled)
+    return expected
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_sandwich_step_losses_are_labels_then_distillation_mixed_with_labels(tiny: SearchSpace, weight: float) -> None:
+    torch.manual_seed(1)
+    supernet = Supernet(tiny, NUM_CLASSES)
+    archs = [tiny.max_arch(), middle_arch(tiny), tiny.min_arch()]
+    images, labels = make_batch(seed=1)
+    expected = _expected_losses(supernet, archs, images, labels, weight)
     settings = dataclasses.replace(NO_CLIP, distill_label_weight=weight)
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
 
     losses = sandwich_step(supernet, images, labels, archs, optimizer, settings, SINGLE)
 
     assert losses == pytest.approx(expected, rel=1e-5)
+    assert len(set(losses)) == len(losses)
 
 
 def test_sandwich_step_needs_max_and_min(tiny: SearchSpace) -> None:
