@@ -21,6 +21,12 @@ from ofa.trainer import train
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_NAMES = sorted(path.stem for path in (ROOT / "configs" / "spaces").glob("*.yaml"))
 TRAINED_RUN_ARCHS = 12  # archs measured into the trained run's archs.csv
+BIG_SPACES = ("attentivenas", "ofa_mbv3")  # ImageNet-sized: slow per arch, so few archs in the default run
+
+
+def archs_per_space(space: SearchSpace, count: int) -> int:
+    """``count`` random archs for a small space, 2 for a big one (its slow tests take ``count``)."""
+    return 2 if space.name in BIG_SPACES else count
 
 
 def seeded_archs(space: SearchSpace, count: int, seed: int = 0) -> list[Arch]:

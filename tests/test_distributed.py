@@ -169,6 +169,7 @@ def run_two_ranks(tmp_path: Path, script_text: str, *arguments: str) -> list[dic
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
+@pytest.mark.slow  # two processes that each import torch and the trainer: ~15 s
 def test_two_gloo_ranks_step_in_lockstep(tmp_path: Path) -> None:
     first, second = run_two_ranks(tmp_path, STEPS_SCRIPT)
 

@@ -9,7 +9,7 @@ from fvcore.nn import FlopCountAnalysis
 from ofa.flops import count_macs, count_params
 from ofa.space import SearchSpace, load_arch, load_space
 from ofa.supernet import Supernet
-from tests.conftest import ROOT, seeded_archs
+from tests.conftest import BIG_SPACES, ROOT, archs_per_space, seeded_archs
 
 NUM_CLASSES = 10
 
@@ -25,12 +25,23 @@ def fvcore_conv_linear(model: torch.nn.Module, resolution: int, channels: int) -
     return by_operator.get("conv", 0) + by_operator.get("linear", 0)
 
 
-def test_count_macs_and_params_match_fvcore(space: SearchSpace) -> None:
+def check_against_fvcore(space: SearchSpace, num_archs: int) -> None:
+    """The analytic MACs and params of ``num_archs`` seeded archs equal fvcore's count of the extracted model."""
     supernet = Supernet(space, num_classes=NUM_CLASSES)
-    for arch in seeded_archs(space, 30, seed=5):
+    for arch in seeded_archs(space, num_archs, seed=5):
         model = supernet.extract(arch)
         assert count_macs(space, arch, NUM_CLASSES) == fvcore_conv_linear(model, arch.resolution, 3), arch.short()
         assert count_params(space, arch, NUM_CLASSES) == sum(p.numel() for p in model.parameters()), arch.short()
+
+
+def test_count_macs_and_params_match_fvcore(space: SearchSpace) -> None:
+    check_against_fvcore(space, archs_per_space(space, 30))
+
+
+@pytest.mark.slow  # 30 ImageNet-sized archs per big space: about 40 s
+@pytest.mark.parametrize("name", BIG_SPACES)
+def test_count_macs_and_params_match_fvcore_on_many_big_archs(name: str) -> None:
+    check_against_fvcore(load_space(name), 30)
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory):
     return run_pipeline(overrides=overrides, settings=SETTINGS, progress=False), overrides
 
 
+@pytest.mark.slow  # the whole pipeline (train, measure, search, export): ~20 s
 def test_subnets_meet_their_budgets_and_counts_are_exact(pipeline_run) -> None:
     result, _ = pipeline_run
     space = load_space("tiny")
@@ -49,6 +50,7 @@ def test_subnets_meet_their_budgets_and_counts_are_exact(pipeline_run) -> None:
         assert row["mmacs"] == pytest.approx(count_macs(space, arch, 10) / 1e6, abs=1e-12)
 
 
+@pytest.mark.slow  # the whole pipeline (train, measure, search, export): ~20 s
 def test_exports_reproduce_the_reported_test_accuracy(pipeline_run) -> None:
     result, _ = pipeline_run
     run = load_run(result.run_dir)  # the pipeline measures the final (latest) weights
@@ -62,6 +64,7 @@ def test_exports_reproduce_the_reported_test_accuracy(pipeline_run) -> None:
         assert run.evaluate(model.arch, "test").accuracy == row["test_acc"]
 
 
+@pytest.mark.slow  # the whole pipeline (train, measure, search, export): ~20 s
 def test_report_folder_is_complete(pipeline_run) -> None:
     result, _ = pipeline_run
     report = result.run_dir / "report"
@@ -76,6 +79,7 @@ def test_report_folder_is_complete(pipeline_run) -> None:
     assert result.predictor_holdout_size == round(SETTINGS.num_archs * SETTINGS.holdout)
 
 
+@pytest.mark.slow  # the whole pipeline (train, measure, search, export): ~20 s
 def test_rerun_continues_without_retraining(pipeline_run) -> None:
     result, overrides = pipeline_run
     checkpoint = result.run_dir / "checkpoints" / "latest.pt"
@@ -85,6 +89,7 @@ def test_rerun_continues_without_retraining(pipeline_run) -> None:
     assert [row["arch"] for row in again.rows] == [row["arch"] for row in result.rows]
 
 
+@pytest.mark.slow  # the whole pipeline (train, measure, search, export): ~20 s
 def test_rerun_with_another_config_is_refused(pipeline_run) -> None:
     result, overrides = pipeline_run
     checkpoint = result.run_dir / "checkpoints" / "latest.pt"
@@ -142,6 +147,7 @@ def test_run_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "digits-run" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # trains three supernets: ~12 s
 def test_compare_uses_identical_steps_and_the_same_archs(tmp_path: Path) -> None:
     comparison = compare_samplers(
         Path(__file__).resolve().parent.parent / "configs" / "train" / "digits.yaml",

@@ -246,6 +246,7 @@ def test_format_table_of_nothing():
 # ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the benchmark through the command line: ~8 s
 def test_cli_fit_and_bench(space, records, tmp_path, capsys):
     data = tmp_path / "archs.csv"
     write_arch_csv(data, records)

@@ -12,20 +12,21 @@ from ofa._dynamic import slice_to_shape
 from ofa.space import SearchSpace, load_space
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
-from tests.conftest import randomise_bn, seeded_archs
+from tests.conftest import BIG_SPACES, archs_per_space, randomise_bn, seeded_archs
 
 # Big spaces run at a small input in the exactness test to stay fast; resolution is given by the input.
 TEST_INPUT_SIZE = {"tiny": None, "cifar": None, "attentivenas": 40, "ofa_mbv3": 40}
 
 
 @torch.no_grad()
-def test_active_arch_matches_extracted_model(space: SearchSpace) -> None:
+def check_exactness(space: SearchSpace, num_archs: int) -> None:
+    """The supernet with each of ``num_archs`` seeded archs active computes what the extracted model does."""
     torch.manual_seed(0)
     supernet = Supernet(space, num_classes=5)
     randomise_bn(supernet, seed=1)
     supernet.eval()
     worst = 0.0
-    for arch in seeded_archs(space, 30, seed=2):
+    for arch in seeded_archs(space, num_archs, seed=2):
         size = TEST_INPUT_SIZE[space.name] or arch.resolution
         x = torch.randn(2, space.input_channels, size, size)
         supernet.set_active(arch)
@@ -34,6 +35,16 @@ def test_active_arch_matches_extracted_model(space: SearchSpace) -> None:
         assert not any("Dynamic" in type(module).__name__ for module in static.modules())
         worst = max(worst, (supernet(x) - static(x)).abs().max().item())
     assert worst <= 1e-5
+
+
+def test_active_arch_matches_extracted_model(space: SearchSpace) -> None:
+    check_exactness(space, archs_per_space(space, 30))
+
+
+@pytest.mark.slow  # 30 archs per big space: about 20 s
+@pytest.mark.parametrize("name", BIG_SPACES)
+def test_active_arch_matches_extracted_model_on_many_big_archs(name: str) -> None:
+    check_exactness(load_space(name), 30)
 
 
 def test_extract_does_not_change_active_arch() -> None:
