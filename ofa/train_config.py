@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ofa.config import apply_overrides, config_from_dict, load_yaml
+from ofa.data import MIN_IMAGE_SIZE
 from ofa.sampling import SAMPLERS, SCORERS
 
 CALIBRATION_IMAGES = 2000  # BN calibration images by default (once-for-all's setting)
@@ -38,6 +40,12 @@ class DataSection:
     augment: str = "auto"  # imagefolder: auto (= resized_crop) | resized_crop | crop_flip (small images)
     test_fraction: float = 0.0  # imagefolder without root/test: part of val held out as test
 
+    def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be >= {MIN_IMAGE_SIZE} (or null: the largest resolution), got {self.image_size}"
+            )
+
 
 @dataclass(frozen=True)
 class ModelSection:
@@ -55,6 +63,19 @@ class ModelSection:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+FLOAT_FIELDS = (
+    "lr",
+    "momentum",
+    "weight_decay",
+    "warmup_epochs",
+    "min_lr",
+    "label_smoothing",
+    "grad_clip_value",
+    "distill_label_weight",
+)
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a plain folder name: no separators, no . or ..
+
+
 @dataclass(frozen=True)
 class OptimSection:
     """SGD with nesterov momentum, linear warm-up then cosine decay per step."""
@@ -70,6 +91,9 @@ class OptimSection:
     distill_label_weight: float = 0.0  # distilled subnets: weight of the label loss beside the teacher's (0: pure KD)
 
     def __post_init__(self) -> None:
+        for name in FLOAT_FIELDS:
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -193,8 +217,10 @@ class TrainConfig:
             raise ValueError(f"cpu_threads must be >= 0 (0: torch's default), got {self.cpu_threads}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name must be a non-empty folder name, got {self.name!r}")
+        if not RUN_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name must be a plain folder name (letters, digits, _ . -; not starting with . -), got {self.name!r}"
+            )
 
     @property
     def run_dir(self) -> Path:

@@ -89,7 +89,7 @@ def build_data(config: TrainConfig, space: SearchSpace) -> DataBundle:
         DataConfig(
             name=section.name,
             root=section.root,
-            image_size=section.image_size or max(space.resolution),
+            image_size=max(space.resolution) if section.image_size is None else section.image_size,
             batch_size=section.batch_size,
             eval_batch_size=section.eval_batch_size,
             workers=section.workers,
