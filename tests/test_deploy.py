@@ -248,7 +248,6 @@ def test_query_prefers_the_better_saved_choice(query_dir: Path, cost_predictors)
 
 def test_infeasible_budget_is_refused_at_once(query_dir: Path, tmp_path: Path, cost_predictors) -> None:
     smallest = f"{SMALLEST:.6g}"
-    start = time.perf_counter()
     # the budget is checked before the predictor is read: a missing predictor file is not reached
     with pytest.raises(ValueError, match=rf"below the smallest subnet.*{smallest} MMACs"):
         query_run(query_dir, SMALLEST * 0.99, tmp_path / "missing.json")
@@ -260,8 +259,7 @@ def test_infeasible_budget_is_refused_at_once(query_dir: Path, tmp_path: Path, c
     predictor = load_predictor(cost_predictors["macs"], TINY)
     with pytest.raises(ValueError, match=rf"{smallest} MMACs"):
         search_run(run, [2.0, 0.05], predictor, QUICK)
-    assert time.perf_counter() - start < 2.0
-    assert run.calls == []  # nothing evaluated
+    assert run.calls == []  # nothing evaluated: refused before any work, not after a slow search
     assert not (tmp_path / "stub").exists()  # nothing written
 
 
