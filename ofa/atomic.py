@@ -11,7 +11,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_text", "remove_stale_temp_files"]
+__all__ = ["atomic_write", "atomic_write_text", "check_file_target", "check_folder_target", "remove_stale_temp_files"]
+
+
+def check_folder_target(path: str | Path, option: str) -> Path:
+    """``path`` as an output folder: refused (one line) when a file is there, checked before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; expected a folder (existing or new)")
+    return path
+
+
+def check_file_target(path: str | Path, option: str) -> Path:
+    """``path`` as an output file: refused (one line) when a folder is there, checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; expected a file path")
+    return path
 
 
 def _temp_prefix(path: Path) -> str:
@@ -27,6 +43,7 @@ def remove_stale_temp_files(path: Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a hidden temp file beside ``path``, fsync it, then let it replace ``path``."""
     path = Path(path)
+    check_file_target(path, "output")
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:

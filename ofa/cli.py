@@ -9,9 +9,10 @@ import argparse
 import json
 import os
 import sys
+import typing
 from collections.abc import Sequence
-from pathlib import Path
 
+from ofa.atomic import check_file_target
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
 from ofa.flops import count_macs, count_params
@@ -76,7 +77,7 @@ def _command_evaluate(args: argparse.Namespace) -> None:
     if args.num_archs is not None and args.num_archs < 1:
         raise ValueError(f"--num-archs must be >= 1, got {args.num_archs}")
     run = load_run(args.run, args.checkpoint)
-    out = Path(args.out) if args.out else run.run_dir / "archs.csv"
+    out = check_file_target(args.out, "--out") if args.out else run.run_dir / "archs.csv"
     if args.archs_from:
         archs = archs_from_csv(args.archs_from, run.space)[: args.num_archs]
     else:
@@ -243,9 +244,17 @@ def _add_finetune_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_command_finetune)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2 (no usage block)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print ``PROG: error: MESSAGE`` and exit 2; ``PROG --help`` shows the usage."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ofa`` command."""
-    parser = argparse.ArgumentParser(prog="ofa", description="Once-for-all supernets with attentive sampling.")
+    parser = OneLineParser(prog="ofa", description="Once-for-all supernets with attentive sampling.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_space_commands(commands)
     _add_pipeline_commands(commands)
@@ -262,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except ValueError as error:
-        print(f"ofa {args.command}: error: {error}", file=sys.stderr)
+        print(f"ofa {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return 2
     except TrainingDivergedError as error:  # the last good checkpoint is kept: no traceback, exit 1
         print(f"ofa {args.command}: failed: {error}", file=sys.stderr)

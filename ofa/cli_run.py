@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ofa.atomic import check_folder_target
+
 __all__ = ["add_run_commands"]
 
 
@@ -46,7 +48,7 @@ def _command_compare(args: argparse.Namespace) -> None:
     comparison = compare_samplers(
         args.config,
         list(args.set),
-        out_dir=args.out,
+        out_dir=check_folder_target(args.out, "--out"),
         num_archs=args.num_archs,
         budgets=parse_budgets(args.budgets) if args.budgets else None,
         variants=tuple(args.variants.split(",")),

@@ -15,20 +15,50 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["apply_overrides", "config_from_dict", "config_to_dict", "load_yaml", "parse_override"]
+__all__ = [
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_yaml",
+    "parse_override",
+    "read_user_text",
+    "yaml_error_line",
+]
 
 T = TypeVar("T")
+
+
+def read_user_text(path: str | Path, what: str) -> str:
+    """The UTF-8 text of a file the user named; missing, a folder or not UTF-8 is a one-line ``ValueError``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} file {path} is a folder; expected a file")
+    if not path.is_file():
+        raise ValueError(f"{what} file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{what} file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+        ) from None
+
+
+def yaml_error_line(error: yaml.YAMLError) -> str:
+    """A YAML parser error in one line: the problem and where it is."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or malformed YAML is a ``ValueError``."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+    text = read_user_text(path, "config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ValueError(f"config file {path}: malformed YAML: {error}") from None
+        raise ValueError(f"config file {path}: malformed YAML: {yaml_error_line(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

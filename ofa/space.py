@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from ofa.config import read_user_text, yaml_error_line
+
 __all__ = [
     "ACTIVATIONS",
     "Arch",
@@ -579,15 +581,15 @@ def _stride(value: Any, where: str) -> int:
 
 
 def _read_yaml_or_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise ValueError(f"{what} file not found: {path}")
-    text = path.read_text()
+    text = read_user_text(path, what)
     try:
         if path.suffix == ".json":
             return json.loads(text)
         return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"{what} file {path}: malformed {path.suffix.lstrip('.').upper()}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} file {path}: malformed JSON: {error}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{what} file {path}: malformed YAML: {yaml_error_line(error)}") from None
 
 
 def default_spaces_dir() -> Path:

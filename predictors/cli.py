@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ofa.atomic import atomic_write_text
+from ofa.atomic import atomic_write_text, check_file_target, check_folder_target
 from ofa.space import SearchSpace, load_space
 from predictors.dataset import TARGETS, ArchRecord, read_arch_csvs, target_values
 from predictors.models import DEFAULT_PREDICTOR, PREDICTORS, create_predictor
@@ -104,6 +104,7 @@ def run_fit(args: argparse.Namespace) -> int:
     """``predictors fit``: fit ``--model`` on every row and save it to ``--out``."""
     from predictors.metrics import kendall_tau
 
+    check_file_target(args.out, "--out")
     space, records = _load_data(args)
     targets = target_values(records, args.target)
     predictor = create_predictor(args.model, space, seed=args.seed)
@@ -123,6 +124,8 @@ def run_bench(args: argparse.Namespace) -> int:
     # the benchmark's imports (matplotlib, scipy) load only here: the other commands start faster
     from predictors.bench import format_table, plot_learning_curves, run_benchmark, write_results_csv
 
+    if args.out is not None:
+        check_folder_target(args.out, "--out")
     space, records = _load_data(args)
     names = [name.strip() for name in args.predictors.split(",") if name.strip()]
     rows = run_benchmark(

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ofa.atomic import atomic_write_text
+from ofa.config import read_user_text
 from ofa.space import Arch, SearchSpace, load_space
 
 __all__ = [
@@ -116,9 +117,8 @@ def target_values(records: Sequence[ArchRecord], target: str = "val_acc") -> np.
 
 
 def _open_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.is_file():
-        raise ValueError(f"arch data file not found: {path}")
-    with path.open(newline="") as handle:
+    text = read_user_text(path, "arch data")
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         missing = [column for column in REQUIRED_COLUMNS if column not in header]
