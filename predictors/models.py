@@ -53,6 +53,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ofa.atomic import atomic_write_text
+from ofa.config import read_user_text
 from ofa.flops import count_macs_many, count_params_many
 from ofa.space import Arch, SearchSpace
 from predictors.encoding import DEFAULT_CLASSES, encode
@@ -72,6 +73,7 @@ __all__ = [
 
 FILE_FORMAT = "ofa-predictor"
 FILE_VERSION = 2  # 2: LightGBM payloads hold several members, an anchor and a shrinkage factor
+ENVELOPE_KEYS = ("name", "model", "settings", "seed", "space", "space_fingerprint", "encoding", "payload")
 DEFAULT_PREDICTOR = "lightgbm"
 
 
@@ -610,11 +612,9 @@ def load_predictor(path: str | Path, space: SearchSpace) -> Predictor:
         ValueError: missing, corrupt or modified file (checksum), another format, or another space.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"predictor file not found: {path}")
     try:
-        envelope = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        envelope = json.loads(read_user_text(path, "predictor"))
+    except json.JSONDecodeError as error:
         raise ValueError(f"predictor file {path} is corrupt (not JSON: {error})") from None
     if not isinstance(envelope, dict) or envelope.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a predictor file (format {FILE_FORMAT!r} expected)")
@@ -623,6 +623,11 @@ def load_predictor(path: str | Path, space: SearchSpace) -> Predictor:
     body = {key: value for key, value in envelope.items() if key != "checksum"}
     if envelope.get("checksum") != _checksum(body):
         raise ValueError(f"predictor file {path} failed its sha256 checksum: it was modified or is corrupt")
+    missing = [key for key in ENVELOPE_KEYS if key not in body]
+    if missing:
+        raise ValueError(
+            f"predictor file {path} lacks {', '.join(missing)}; expected the keys {', '.join(ENVELOPE_KEYS)}"
+        )
     if body["space"] != space.name:
         raise ValueError(f"predictor file {path} was fitted for space {body['space']!r}, not {space.name!r}")
     if body["space_fingerprint"] != space_fingerprint(space):

@@ -16,6 +16,7 @@ from predictors.models import (
     PREDICTORS,
     LightGBMPredictor,
     Predictor,
+    _checksum,
     choose_shrinkage,
     create_predictor,
     load_predictor,
@@ -146,6 +147,16 @@ def test_lightgbm_file_is_tamper_checked(space, synthetic, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="checksum"):
         load_predictor(path, space)
+
+
+def test_a_checksummed_file_without_its_space_is_refused_in_one_line(space, tmp_path):
+    path = tmp_path / "macs.json"
+    create_predictor("macs", space).fit([space.min_arch(), space.max_arch()], [0.1, 0.2]).save(path)
+    body = {key: value for key, value in json.loads(path.read_text()).items() if key not in ("checksum", "space")}
+    path.write_text(json.dumps({**body, "checksum": _checksum(body)}))  # consistent checksum, no space
+    with pytest.raises(ValueError, match=r"lacks space; expected the keys name, model") as caught:
+        load_predictor(path, space)
+    assert "\n" not in str(caught.value)
 
 
 def test_bad_fit_and_predict_inputs(space, synthetic, tmp_path):
