@@ -45,13 +45,13 @@ def _command_flops(args: argparse.Namespace) -> None:
 def _add_space_commands(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("space", help="size and min/max MMACs and params of a search space")
     parser.add_argument("space", help="shipped space name (tiny, attentivenas, ofa_mbv3) or a YAML path")
-    parser.add_argument("--classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
     parser.set_defaults(handler=_command_space)
 
     parser = commands.add_parser("flops", help="MMACs and params of one architecture")
     parser.add_argument("--space", required=True, help="space name or YAML path")
     parser.add_argument("--arch", required=True, help="arch file (JSON or YAML)")
-    parser.add_argument("--classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
     parser.set_defaults(handler=_command_flops)
 
 
@@ -242,6 +242,17 @@ def _add_finetune_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing export; restart a job")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx (checked with onnxruntime)")
     parser.set_defaults(handler=_command_finetune)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -272,8 +272,14 @@ def _tabulated_count(plan: _Plan, tables: dict[int, _Tables], arch: Arch) -> int
     return total
 
 
+def _check_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+
+
 def count_macs(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLASSES) -> int:
     """Multiply-accumulates of ``arch`` at batch 1 (validated against ``space``)."""
+    _check_classes(num_classes)
     plan = _plan(space)
     total = _tabulated_count(plan, plan.macs, arch)
     if total is None:  # not a valid arch of the space: the layout path validates and raises
@@ -283,6 +289,7 @@ def count_macs(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLASSE
 
 def count_params(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLASSES) -> int:
     """Trainable parameters of the static model ``arch`` builds into."""
+    _check_classes(num_classes)
     plan = _plan(space)
     total = _tabulated_count(plan, plan.params, arch)
     if total is None:
@@ -480,9 +487,11 @@ def _count_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int) -> 
 
 def count_macs_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_CLASSES) -> np.ndarray:
     """MACs of many archs at once (int64 array, same order)."""
+    _check_classes(num_classes)
     return _count_many(space, archs, num_classes)[0]
 
 
 def count_params_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_CLASSES) -> np.ndarray:
     """Parameters of many archs at once (int64 array, same order)."""
+    _check_classes(num_classes)
     return _count_many(space, archs, num_classes)[1]

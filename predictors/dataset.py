@@ -161,6 +161,12 @@ def _number(text: str | None, where: str, column: str, integer: bool = False) ->
     return value
 
 
+def _positive(value: float, where: str, column: str) -> float:
+    if value <= 0:
+        raise ValueError(f"{where}: column {column} is {value}; expected a positive number")
+    return value
+
+
 def _parse_row(row: dict[str, str], where: str, space: SearchSpace) -> ArchRecord:
     if None in row:  # csv puts surplus cells under the key None
         raise ValueError(f"{where}: more cells than columns")
@@ -179,8 +185,8 @@ def _parse_row(row: dict[str, str], where: str, space: SearchSpace) -> ArchRecor
     return ArchRecord(
         space=name,
         arch=arch,
-        mmacs=_number(row["mmacs"], where, "mmacs"),
-        params=int(_number(row["params"], where, "params", integer=True)),
+        mmacs=_positive(_number(row["mmacs"], where, "mmacs"), where, "mmacs"),
+        params=int(_positive(_number(row["params"], where, "params", integer=True), where, "params")),
         resolution=resolution,
         val_acc=_number(row["val_acc"], where, "val_acc"),
         test_acc=_number(test_text, where, "test_acc") if test_text else None,

@@ -37,6 +37,8 @@ def _files(folder: Path) -> dict[str, Path]:
         (["compare", str(DIGITS_CONFIG), "--out", "{a_file}"], "--out {a_file} is a file; expected a folder"),
         (["flops", "--space"], "argument --space: expected one argument"),
         (["no-such-command"], "invalid choice: 'no-such-command'"),
+        (["space", "tiny", "--classes", "0"], "argument --classes: expected an integer >= 1, got 0"),
+        (["space", "tiny", "--classes", "-5"], "argument --classes: expected an integer >= 1, got -5"),
     ],
 )
 def test_wrong_file_or_folder_is_one_line_with_exit_code_2(

@@ -293,3 +293,12 @@ def test_identity_policy_drops_projection_convs() -> None:
     arch = Arch(resolution=10, width=(8, 16, 24), depth=(1,), kernel_size=((3,),), expand_ratio=((3,),))
     assert count_macs(hand_space(), arch) - count_macs(plain, arch) == 8 * 16 * 9
     assert count_params(hand_space(), arch) - count_params(plain, arch) == 8 * 16
+
+
+@pytest.mark.parametrize("classes", [0, -5, 2.5, True])
+def test_counts_refuse_a_classifier_without_classes(tiny: SearchSpace, classes: object) -> None:
+    for count in (count_macs, count_params):
+        with pytest.raises(ValueError, match=f"num_classes must be an integer >= 1, got {classes!r}"):
+            count(tiny, tiny.max_arch(), classes)
+    with pytest.raises(ValueError, match="num_classes"):
+        count_macs_many(tiny, [tiny.max_arch()], classes)

@@ -129,6 +129,8 @@ def _edited(path, row_index, column, value):
         ("val_acc", "", "row 2: column val_acc is empty"),
         ("val_acc", "high", "row 2: column val_acc: expected a number"),
         ("arch", '{"resolution": 16', "row 2: column arch: arch: malformed JSON"),
+        ("mmacs", "-1.5", "row 2: column mmacs is -1.5; expected a positive number"),
+        ("params", "0", "row 2: column params is 0; expected a positive number"),
         ("space", "attentivenas", "row 2: column space is 'attentivenas'"),
         ("resolution", "99", "row 2: column resolution is 99"),
     ],
