@@ -218,6 +218,8 @@ def _check_training_data(archs: Sequence[Arch], targets: ArrayLike) -> np.ndarra
         raise ValueError(f"got {len(archs)} archs but {values.size} targets")
     if values.size < 2:
         raise ValueError(f"need at least 2 archs to fit a predictor, got {values.size}")
+    if len(set(archs)) < 2:
+        raise ValueError(f"need at least 2 distinct archs to fit a predictor, got {values.size} rows of one arch")
     if not np.isfinite(values).all():
         raise ValueError("targets must be finite (no NaN or inf)")
     return values

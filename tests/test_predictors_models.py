@@ -170,8 +170,11 @@ def test_bad_fit_and_predict_inputs(space, synthetic, tmp_path):
         predictor.fit(archs[:5], targets[:4])
     with pytest.raises(ValueError, match="finite"):
         predictor.fit(archs[:5], [0.1, 0.2, np.nan, 0.3, 0.4])
+    with pytest.raises(ValueError, match="need at least 2 distinct archs to fit a predictor, got 30 rows of one arch"):
+        predictor.fit([archs[0]] * 30, np.linspace(0, 1, 30))
     with pytest.raises(ValueError, match="another space"):
-        predictor.fit([load_space("attentivenas").min_arch()] * 3, [0.1, 0.2, 0.3])
+        other = load_space("attentivenas")
+        predictor.fit([other.min_arch(), other.max_arch(), other.min_arch()], [0.1, 0.2, 0.3])
 
 
 def test_default_averages_one_booster_per_linear_base(space, synthetic, tmp_path):
