@@ -67,17 +67,24 @@ def _check_keys(data: Any, where: str, required: set[str], optional: set[str] = 
     return data
 
 
+LARGEST_VALUE = 100_000  # sanity bound on any width, resolution, depth, kernel or ratio of a space or arch
+
+
 def _int(value: Any, where: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{where}: must be >= {minimum}, got {value}")
+    if value > LARGEST_VALUE:
+        raise ValueError(f"{where}: must be <= {LARGEST_VALUE}, got {value}")
     return value
 
 
 def _number(value: Any, where: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{where}: expected a positive number, got {value!r}")
+    if value > LARGEST_VALUE:
+        raise ValueError(f"{where}: must be <= {LARGEST_VALUE}, got {value}")
     return value
 
 

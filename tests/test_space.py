@@ -514,6 +514,8 @@ BAD_SPACES = [
     ("empty head width", set_at(("head", "width"), []), ["head.width", "empty"]),
     ("duplicate choices", set_at(("stages", 1, "depth"), [1, 2, 2]), ["stages[1].depth", "duplicate"]),
     ("zero depth", set_at(("stages", 1, "depth"), [0, 1]), ["stages[1].depth[0]", ">= 1"]),
+    ("huge width", set_at(("stages", 1, "width"), [16, 10**11]), ["stages[1].width[1]", "<= 100000"]),
+    ("huge ratio", set_at(("stages", 1, "expand_ratio"), [3, 1e20]), ["stages[1].expand_ratio[1]", "<= 100000"]),
     ("negative expand", set_at(("stages", 1, "expand_ratio"), [-3]), ["stages[1].expand_ratio[0]", "positive"]),
     ("nan expand", set_at(("stages", 1, "expand_ratio"), [float("nan")]), ["stages[1].expand_ratio[0]", "positive"]),
     ("string expand", set_at(("head", "expand_ratio"), "4"), ["head.expand_ratio", "positive number"]),
