@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,25 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing or corrupt file is a ``ValueError`` naming the path."""
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):  # torch's advice (weights_only=False) would run its code
+            raise ValueError(
+                f"checkpoint {path} holds Python objects besides tensors and plain data; refused (loading it "
+                "could run code): it was not written by this toolkit"
+            ) from None
+        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(error)}") from None
     except Exception as error:  # torch raises many kinds for damaged files
-        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {error}") from None
+        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(error)}") from None
     if not isinstance(state, dict) or "model" not in state or "space" not in state:
         raise ValueError(f"checkpoint {path} is not a supernet checkpoint of this toolkit")
     return state
