@@ -35,12 +35,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):  # torch's advice (weights_only=False) would run its code
+        if "can still be loaded" in str(error):  # pickled objects; torch's advice (weights_only=False) runs them
             raise ValueError(
                 f"checkpoint {path} holds Python objects besides tensors and plain data; refused (loading it "
                 "could run code): it was not written by this toolkit"
             ) from None
-        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(error)}") from None
+        reason = str(error).rpartition("WeightsUnpickler error:")[2] or str(error)
+        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(reason)}") from None
     except Exception as error:  # torch raises many kinds for damaged files
         raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(error)}") from None
     if not isinstance(state, dict) or "model" not in state or "space" not in state:

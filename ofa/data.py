@@ -45,6 +45,8 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
+from ofa.train_config import MIN_IMAGE_SIZE
+
 __all__ = [
     "AUGMENTATIONS",
     "CIFAR_VAL_SIZE",
@@ -72,7 +74,6 @@ DIGITS_SPLIT_SIZES = (1257, 270, 270)  # train / val / test of the 1797 digits (
 CIFAR_VAL_SIZE = 5000  # images held out of the official CIFAR train set for validation
 CIFAR_PADDING = 4
 EVAL_CROP_FRACTION = 0.875  # eval: resize to image_size / 0.875, then centre crop image_size
-MIN_IMAGE_SIZE = 8
 
 # per-channel statistics of the train sets, pixels in [0, 1]
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ofa.config import apply_overrides, config_from_dict, load_yaml
-from ofa.data import MIN_IMAGE_SIZE
 from ofa.sampling import SAMPLERS, SCORERS
 
+MIN_IMAGE_SIZE = 8  # smallest training image side (data.image_size)
 CALIBRATION_IMAGES = 2000  # BN calibration images by default (once-for-all's setting)
 DIGITS_CALIBRATION_IMAGES = 512  # the embedded digits' training split is small (1,257 images)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ofa.atomic import atomic_write_text, check_file_target, check_folder_target
 from ofa.space import SearchSpace, load_space
 from predictors.dataset import TARGETS, ArchRecord, read_arch_csvs, target_values
-from predictors.models import DEFAULT_PREDICTOR, PREDICTORS, create_predictor
+from predictors.registry import DEFAULT_PREDICTOR, PREDICTORS
 
 __all__ = ["add_commands", "main"]
 
@@ -103,6 +103,7 @@ def _data_label(paths: Sequence[Path]) -> str:
 def run_fit(args: argparse.Namespace) -> int:
     """``predictors fit``: fit ``--model`` on every row and save it to ``--out``."""
     from predictors.metrics import kendall_tau
+    from predictors.models import create_predictor
 
     check_file_target(args.out, "--out")
     space, records = _load_data(args)
