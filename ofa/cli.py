@@ -16,6 +16,7 @@ from ofa.atomic import check_file_target
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
 from ofa.flops import count_macs, count_params
+from ofa.runlock import run_lock
 from ofa.space import load_arch, load_space
 from predictors.cli import add_commands as add_predictor_commands
 
@@ -70,12 +71,17 @@ def _command_train(args: argparse.Namespace) -> None:
 
 
 def _command_evaluate(args: argparse.Namespace) -> None:
+    if args.num_archs is not None and args.num_archs < 1:
+        raise ValueError(f"--num-archs must be >= 1, got {args.num_archs}")
+    with run_lock(args.run, "ofa evaluate"):
+        _evaluate_locked(args)
+
+
+def _evaluate_locked(args: argparse.Namespace) -> None:
     from ofa.archdata import archs_from_csv, measure_to_csv, spread_archs
     from ofa.data import calibration_images
     from ofa.runs import load_run
 
-    if args.num_archs is not None and args.num_archs < 1:
-        raise ValueError(f"--num-archs must be >= 1, got {args.num_archs}")
     run = load_run(args.run, args.checkpoint)
     out = check_file_target(args.out, "--out") if args.out else run.run_dir / "archs.csv"
     if args.archs_from:
@@ -139,8 +145,9 @@ def _command_search(args: argparse.Namespace) -> None:
     predictor = find_predictor(args.run, space, args.predictor, num_classes=num_classes)
     from ofa.runs import load_run
 
-    run = load_run(args.run)
-    chosen, _ = search_run(run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty())
+    with run_lock(args.run, "ofa search"):
+        run = load_run(args.run)
+        chosen, _ = search_run(run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty())
     print(format_subnets(chosen))
     print(f"written: {run.run_dir / 'search' / 'pareto.json'}, pareto.csv, pareto.png")
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ofa.budget import smallest_mmacs
 from ofa.flops import count_macs_many
+from ofa.runlock import run_lock
 from ofa.space import SearchSpace
 from ofa.train_config import TrainConfig, load_train_config
 
@@ -163,11 +164,6 @@ def run_pipeline(
     progress: bool | None = None,
 ) -> PipelineResult:
     """Run (or continue) the whole train-once deploy-many job; see the module docstring for the stages."""
-    from ofa.archdata import measure_to_csv, spread_archs
-    from ofa.deploy import search_run
-    from ofa.report import write_report
-    from ofa.runs import load_run
-    from ofa.search import SearchSettings
     from ofa.space import load_space
     from ofa.trainer import build_data
 
@@ -175,6 +171,21 @@ def run_pipeline(
     build_data(config, load_space(config.model.space)).require_test()  # the report needs test accuracy
     show = sys.stderr.isatty() if progress is None else progress
     result = PipelineResult(config.run_dir)
+    budgets = _budgets(config, settings)  # bad budgets fail before the long stages, not after them
+    with run_lock(config.run_dir, "ofa run", create=True):
+        return _run_stages(config, settings, budgets, result, show)
+
+
+def _run_stages(
+    config: TrainConfig, settings: PipelineSettings, budgets: list[float], result: PipelineResult, show: bool
+) -> PipelineResult:
+    """The pipeline's six stages on the locked run folder."""
+    from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.deploy import search_run
+    from ofa.report import write_report
+    from ofa.runs import load_run
+    from ofa.search import SearchSettings
+
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -183,7 +194,6 @@ def run_pipeline(
         result.stage_seconds[stage] = now - clock
         clock = now
 
-    budgets = _budgets(config, settings)  # bad budgets fail before the long stages, not after them
     result.val_acc_max, result.val_acc_min = train_or_continue(config, show, "[1/6] ")
     lap("train")
 

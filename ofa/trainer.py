@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import random
 import sys
 import time
@@ -29,6 +30,7 @@ from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
 from ofa.distributed import init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
+from ofa.runlock import run_lock
 from ofa.sampling import (
     AttentiveSampler,
     FlopsTargetSampler,
@@ -204,8 +206,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
     """Train a supernet as ``config`` says; with ``resume`` continue the run in ``config.run_dir`` exactly.
 
     Every input is checked before the first step: bad values raise ``ValueError``. A NaN or infinite loss
-    (or weights) raises :class:`~ofa.train.TrainingDivergedError`; the last good checkpoint is kept.
+    (or weights) raises :class:`~ofa.train.TrainingDivergedError`; the last good checkpoint is kept. The
+    run folder is locked while training (rank 0 under torchrun): a second writer gets a one-line error.
     """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(config, resume, progress)
+    with run_lock(config.run_dir, "ofa train", create=True):
+        return _train(config, resume, progress)
+
+
+def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainResult:
     started = time.perf_counter()
     context = init_distributed(config.device)
     space = load_space(config.model.space)
