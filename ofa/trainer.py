@@ -113,6 +113,40 @@ def _check_resume_space(state: dict, space: SearchSpace, path: Path) -> None:
         )
 
 
+RESUMABLE_CHANGES = ("epochs", "out_dir", "cpu_threads", "device", "data.root", "data.workers", "data.eval_batch_size")
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume_config(state: dict, config: TrainConfig, path: Path) -> None:
+    """``--resume`` continues the same run: only ``RESUMABLE_CHANGES`` may differ from the checkpoint's
+    config (a longer ``epochs``, where the data lies, threads and device); anything else is one line listing
+    every difference."""
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"cannot resume {path}: it holds no training config (not written by ofa train)")
+    saved, wanted = _flat(state["config"]), _flat(config_to_dict(config))
+    changed = [key for key in sorted(saved.keys() | wanted.keys()) if saved.get(key) != wanted.get(key)]
+    refused = [key for key in changed if key not in RESUMABLE_CHANGES]
+    if refused:
+        diff = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in refused)
+        raise ValueError(
+            f"cannot resume {path} with another config ({diff}); only {', '.join(RESUMABLE_CHANGES)} may change: "
+            "start a new run (another name) instead"
+        )
+    if config.epochs < state["epoch"]:
+        raise ValueError(
+            f"cannot resume {path}: it has trained {state['epoch']} epochs, the config asks {config.epochs}"
+        )
+
+
 def _check_resume_classes(state: dict, num_classes: int, path: Path) -> None:
     if state["num_classes"] != num_classes:
         raise ValueError(f"cannot resume {path}: it has {state['num_classes']} classes, the data has {num_classes}")
@@ -225,6 +259,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
     if resume:
         state = load_checkpoint(latest)
         _check_resume_space(state, space, latest)
+        check_resume_config(state, config, latest)
     elif latest.exists():
         raise ValueError(f"run directory {run_dir} already has a checkpoint: resume it or choose another name")
     data = build_data(config, space)

@@ -217,6 +217,7 @@ def test_unknown_space_predictor_and_guide_model(tmp_path: Path) -> None:
 
 def _fake_checkpoint(config: TrainConfig, space_data: dict, num_classes: int = 10) -> None:
     state = {"epoch": 1, "model": {}, "space": space_data, "num_classes": num_classes}
+    state["config"] = config_to_dict(config)
     atomic_save(state, config.run_dir / "checkpoints" / "latest.pt")
 
 
@@ -238,6 +239,21 @@ def test_resume_checks_the_run(tmp_path: Path) -> None:
     _fails_before_training(config, "it has 100 classes, the data has 10", resume=True)
     latest.write_bytes(b"not a checkpoint")
     _fails_before_training(config, f"checkpoint {latest} is corrupt", resume=True)
+
+
+def test_resume_refuses_another_recipe_naming_every_difference(tmp_path: Path) -> None:
+    trained = quick_config(tmp_path)
+    _fake_checkpoint(trained, load_space("tiny").to_dict())
+    changed = quick_config(tmp_path, "optim.lr=0.05", "sampler.name=uniform", "epochs=9")
+    expected = (
+        f"cannot resume {trained.run_dir / 'checkpoints' / 'latest.pt'} with another config "
+        f"(optim.lr {trained.optim.lr!r} -> 0.05, sampler.name {trained.sampler.name!r} -> 'uniform'); "
+        "only epochs, out_dir"
+    )
+    with pytest.raises(ValueError) as caught:
+        train(changed, resume=True, progress=False)
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+    assert not (trained.run_dir / "config.yaml").exists()  # nothing overwritten
 
 
 # ---------------------------------------------------------------------------------------------------
