@@ -404,9 +404,9 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
                     "guide": guide.state() if guide is not None else None,
                     "metrics": row,
                 }
-                atomic_save(checkpoint, latest)
-                if improved:
+                if improved:  # best before latest: a kill between the two never leaves latest ahead of best
                     atomic_save(checkpoint, best)
+                atomic_save(checkpoint, latest)
     except TrainingDivergedError as error:
         kept = f"the last good checkpoint is {latest} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
         step = len(epoch_archs)  # steps done in this epoch; all of them when the weights check failed

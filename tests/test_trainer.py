@@ -220,6 +220,32 @@ def test_kill_while_writing_a_checkpoint_keeps_the_last_and_resumes_exactly(
     assert resumed.trained_archs == straight.trained_archs[STEPS:]
 
 
+def test_kill_between_the_best_and_latest_writes_leaves_a_consistent_pair(
+    tmp_path: Path, straight: TrainResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = quick_config(tmp_path)
+    real_save = torch.save
+    saves: list[int] = []
+
+    def die_after_the_first_save_of_epoch_two(state: dict, handle: object) -> None:
+        if state["epoch"] == 2 and saves.count(2) == 1:
+            raise Interrupt
+        saves.append(state["epoch"])
+        real_save(state, handle)
+
+    monkeypatch.setattr(torch, "save", die_after_the_first_save_of_epoch_two)
+    with pytest.raises(Interrupt):
+        train(config, progress=False)
+    monkeypatch.undo()
+    checkpoints = config.run_dir / "checkpoints"
+    best, latest = load_checkpoint(checkpoints / "best.pt"), load_checkpoint(checkpoints / "latest.pt")
+    assert saves == [1, 1, 2]  # epoch 1: best and latest; epoch 2 improved: best written, then the kill
+    assert (best["epoch"], latest["epoch"]) == (2, 1)  # both load; latest is never ahead of best
+    assert not temp_files(config.run_dir)
+    train(config, resume=True, progress=False)
+    assert_same_run(config.run_dir, straight.run_dir)
+
+
 def test_resume_of_a_finished_run_trains_nothing(straight: TrainResult, tmp_path: Path) -> None:
     copy_dir = tmp_path / straight.run_dir.name
     shutil.copytree(straight.run_dir, copy_dir)
