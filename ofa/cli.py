@@ -92,7 +92,9 @@ def _evaluate_locked(args: argparse.Namespace) -> None:
     seed = section.seed if args.calibration_seed is None else args.calibration_seed
     images = run.calibration_images
     if seed != section.seed:
-        images = calibration_images(run.data.train, section.batches_for(run.data.name), section.batch_size, seed)
+        images = calibration_images(
+            run.data.train, section.batches_for(run.data.name), section.batch_size, seed, section.augment
+        )
     test_loader = None if args.val_only else run.test_loader
     records = measure_to_csv(
         out, run.supernet, archs, images, run.val_loader, test_loader, seed, progress=sys.stderr.isatty()

@@ -600,6 +600,8 @@ def calibration_batches(
     return batches
 
 
-def calibration_images(dataset: Dataset, num_batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+def calibration_images(
+    dataset: Dataset, num_batches: int, batch_size: int, seed: int, augment: bool = False
+) -> list[torch.Tensor]:
     """The images of ``calibration_batches`` (what BN recalibration uses), without the labels."""
-    return [images for images, _ in calibration_batches(dataset, num_batches, batch_size, seed)]
+    return [images for images, _ in calibration_batches(dataset, num_batches, batch_size, seed, augment)]

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ofa.bn import recalibrate_bn, resize_to
 from ofa.checkpoint import atomic_save, load_checkpoint
-from ofa.data import calibration_batches
+from ofa.data import calibration_images
 from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import check_export_target, read_export_info
 from ofa.runs import LoadedRun, load_run
@@ -185,9 +185,10 @@ def _augmented_calibration_images(run: LoadedRun) -> list[torch.Tensor]:
     on its own learned its BN statistics from. Measured on the CIFAR-10 dev set: a fine-tuned 9-MMAC subnet
     scores 66.3 % val calibrated on these, 60.2 % calibrated on the un-augmented images."""
     section = run.config.calibration
+    if section.augment:
+        return run.calibration_images
     count = section.batches_for(run.data.name)
-    batches = calibration_batches(run.data.train, count, section.batch_size, section.seed, augment=True)
-    return [images for images, _ in batches]
+    return calibration_images(run.data.train, count, section.batch_size, section.seed, augment=True)
 
 
 def _job_description(run: LoadedRun, arch: Arch, settings: FinetuneSettings, source_export: Path | None) -> dict:

@@ -113,7 +113,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
         raise ValueError(f"checkpoint {path}: the weights do not fit its space {space.name!r} ({error})") from None
     supernet.eval()
     section = config.calibration
-    calibration = calibration_images(data.train, section.batches_for(data.name), section.batch_size, section.seed)
+    calibration = calibration_images(
+        data.train, section.batches_for(data.name), section.batch_size, section.seed, section.augment
+    )
     batch = config.data.eval_batch_size
     return LoadedRun(
         run_dir=run_dir,

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ofa.checkpoint import atomic_save, load_checkpoint
-from ofa.config import config_to_dict
+from ofa.config import config_from_dict, config_to_dict
 from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
 from ofa.distributed import init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
@@ -132,7 +132,8 @@ def check_resume_config(state: dict, config: TrainConfig, path: Path) -> None:
     every difference."""
     if not isinstance(state.get("config"), dict):
         raise ValueError(f"cannot resume {path}: it holds no training config (not written by ofa train)")
-    saved, wanted = _flat(state["config"]), _flat(config_to_dict(config))
+    saved = _flat(config_to_dict(config_from_dict(TrainConfig, state["config"])))  # keys added since: defaults
+    wanted = _flat(config_to_dict(config))
     changed = [key for key in sorted(saved.keys() | wanted.keys()) if saved.get(key) != wanted.get(key)]
     refused = [key for key in changed if key not in RESUMABLE_CHANGES]
     if refused:
@@ -304,7 +305,9 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
     optimizer = build_optimizer(supernet, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs)
     section = config.calibration
-    calibration = calibration_images(data.train, section.batches_for(data.name), section.batch_size, section.seed)
+    calibration = calibration_images(
+        data.train, section.batches_for(data.name), section.batch_size, section.seed, section.augment
+    )
     val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
     guide_val_loader = _guide_val_loader(config, data, val_loader)
     start_epoch, best_accuracy = 0, -1.0
