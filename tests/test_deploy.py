@@ -24,6 +24,7 @@ from ofa.bn import recalibrate_bn, resize_to
 from ofa.budget import BUDGET_FORMS, smallest_mmacs
 from ofa.checkpoint import atomic_save
 from ofa.cli import main
+from ofa.data import calibration_images
 from ofa.deploy import (
     PARETO_COLUMNS,
     ChosenSubnet,
@@ -647,3 +648,13 @@ def test_installed_command_reports_one_line(trained_run: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"ofa query: error: malformed budget '5X'; expected {BUDGET_FORMS}"]
+
+
+def test_a_reopened_run_calibrates_on_the_training_augmented_images(loaded: LoadedRun) -> None:
+    section = loaded.config.calibration
+    count = section.batches_for(loaded.data.name)
+    augmented = calibration_images(loaded.data.train, count, section.batch_size, section.seed, augment=True)
+    plain = calibration_images(loaded.data.train, count, section.batch_size, section.seed)
+    assert section.augment  # the default
+    assert all(torch.equal(mine, theirs) for mine, theirs in zip(loaded.calibration_images, augmented, strict=True))
+    assert not torch.equal(loaded.calibration_images[0], plain[0])
