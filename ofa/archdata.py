@@ -12,13 +12,16 @@ bounds how well any predictor can rank the archs (the noise ceiling).
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ofa.atomic import atomic_write_text
 from ofa.evaluate import evaluate_arch, evaluate_model
 from ofa.flops import count_macs, count_params
 from ofa.sampling import FlopsTable, FlopsTargetSampler, space_fingerprint
@@ -151,13 +154,19 @@ def measure_to_csv(
     test_batches: Iterable | None,
     seed: int,
     progress: bool = False,
+    source: Mapping[str, object] | None = None,
 ) -> list[ArchRecord]:
     """Measure the archs not yet in ``path`` with this ``seed`` and append them; returns every record of the file.
 
     ``seed`` is written to the CSV's seed column and identifies the measurement: an arch already in the
     file with the same seed is not measured again, one with another seed is (a repeated measurement).
+    ``source`` (e.g. :attr:`ofa.runs.LoadedRun.measurement_source`: checkpoint digest, calibration) is kept
+    beside the CSV; when an existing CSV was measured from another source its rows are stale: the file is
+    moved aside (``<name>.stale-<n>.csv``, nothing is lost) and every arch is measured again.
     """
     path = Path(path)
+    if source is not None:
+        _retire_if_stale(path, dict(source))
     done = {(record.arch, record.seed) for record in read_arch_csv(path, supernet.space)} if path.is_file() else set()
     todo = list(dict.fromkeys(arch for arch in archs if (arch, seed) not in done))
     if todo:
@@ -169,6 +178,27 @@ def measure_to_csv(
             bar.update(1)
         bar.close()
     return read_arch_csv(path, supernet.space)
+
+
+def source_path(path: Path) -> Path:
+    """Where the source of the measurements in the arch CSV ``path`` is recorded."""
+    return path.with_name(f"{path.name}.source.json")
+
+
+def _retire_if_stale(path: Path, source: dict[str, object]) -> None:
+    record = source_path(path)
+    if path.is_file():
+        previous = json.loads(record.read_text()) if record.is_file() else None
+        if previous == source:
+            return
+        number = 1
+        while (aside := path.with_name(f"{path.stem}.stale-{number}{path.suffix}")).exists():
+            number += 1
+        path.rename(aside)
+        print(
+            f"{path}: measured on other weights or calibration; moved to {aside.name}, measuring again", file=sys.stderr
+        )
+    atomic_write_text(record, json.dumps(source, indent=1, sort_keys=True))
 
 
 def archs_from_csv(path: str | Path, space: SearchSpace) -> list[Arch]:

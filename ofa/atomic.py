@@ -5,13 +5,30 @@ A crash or a kill at any point leaves either the previous file or the new one, n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_text", "check_file_target", "check_folder_target", "remove_stale_temp_files"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "check_file_target",
+    "check_folder_target",
+    "file_sha256",
+    "remove_stale_temp_files",
+]
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_folder_target(path: str | Path, option: str) -> Path:

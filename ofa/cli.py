@@ -97,7 +97,15 @@ def _evaluate_locked(args: argparse.Namespace) -> None:
         )
     test_loader = None if args.val_only else run.test_loader
     records = measure_to_csv(
-        out, run.supernet, archs, images, run.val_loader, test_loader, seed, progress=sys.stderr.isatty()
+        out,
+        run.supernet,
+        archs,
+        images,
+        run.val_loader,
+        test_loader,
+        seed,
+        progress=sys.stderr.isatty(),
+        source=run.measurement_source,
     )
     print(f"{len(records)} measurements in {out} ({len(archs)} archs asked, calibration seed {seed})")
 

@@ -210,6 +210,7 @@ def _run_stages(
         run.test_loader,
         run.config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
         progress=show,
+        source=run.measurement_source,  # a longer training (more epochs) makes the old rows stale
     )
     records = [record for record in records if record.seed == run.config.calibration.seed]
     lap("evaluate")

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ofa.atomic import file_sha256
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict
 from ofa.data import DataBundle, calibration_images
@@ -33,6 +34,19 @@ class LoadedRun:
     data: DataBundle
     calibration_images: list[torch.Tensor]
     val_loader: DataLoader
+    checkpoint_sha256: str = ""  # digest of the checkpoint file the weights came from
+
+    @property
+    def measurement_source(self) -> dict[str, object]:
+        """What a measurement in this run depends on besides the arch and the calibration seed: the weights
+        (checkpoint digest) and how BN is calibrated. Arch CSVs record it; a change means stale rows."""
+        section = self.config.calibration
+        return {
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "calibration_batches": section.batches_for(self.data.name),
+            "calibration_batch_size": section.batch_size,
+            "calibration_augment": section.augment,
+        }
 
     @property
     def test_loader(self) -> DataLoader:
@@ -125,4 +139,5 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
         data=data,
         calibration_images=calibration,
         val_loader=DataLoader(data.val, batch, shuffle=False),
+        checkpoint_sha256=file_sha256(path),
     )

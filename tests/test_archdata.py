@@ -6,6 +6,7 @@ CSV validation (missing columns, NaN or empty cells, archs of another space) is 
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import ofa.archdata
-from ofa.archdata import archs_from_csv, measure_to_csv, spread_archs
+from ofa.archdata import archs_from_csv, measure_to_csv, source_path, spread_archs
 from ofa.evaluate import evaluate_arch
 from ofa.flops import count_macs_many
 from ofa.space import SearchSpace, load_space
@@ -119,6 +120,22 @@ def test_csv_resumes_without_measuring_again(tiny, supernet, batches, tmp_path, 
     assert resumed == complete  # the same result as one uninterrupted run
     calls.clear()
     assert _measure(path, supernet, archs, batches) == complete and calls == []  # nothing left to do
+
+
+def test_rows_measured_on_other_weights_are_moved_aside_and_measured_again(tiny, supernet, batches, tmp_path):
+    archs = spread_archs(tiny, 3, NUM_CLASSES, seed=0)
+    path = tmp_path / "archs.csv"
+    arguments = (supernet, archs, batches["calibration"], batches["val"], batches["test"], 0)
+    first = measure_to_csv(path, *arguments, source={"checkpoint_sha256": "aaa"})
+    assert measure_to_csv(path, *arguments, source={"checkpoint_sha256": "aaa"}) == first  # same weights: reused
+    with torch.no_grad():
+        for parameter in supernet.parameters():
+            parameter.mul_(0.5)  # "more training": other weights, another digest
+    second = measure_to_csv(path, *arguments, source={"checkpoint_sha256": "bbb"})
+    assert [record.arch for record in second] == archs  # measured again, not appended to the stale rows
+    assert [record.val_loss for record in second] != [record.val_loss for record in first]
+    assert read_arch_csv(tmp_path / "archs.stale-1.csv", tiny) == first  # the stale rows are kept aside
+    assert json.loads(source_path(path).read_text()) == {"checkpoint_sha256": "bbb"}
 
 
 def test_another_seed_is_a_repeated_measurement(tiny, supernet, batches, tmp_path):
