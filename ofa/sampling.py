@@ -12,7 +12,6 @@ Every sampler takes an explicit ``random.Random``; candidate drawing is bounded 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -25,7 +24,7 @@ import numpy as np
 
 from ofa.atomic import atomic_write_text
 from ofa.flops import count_macs, count_macs_many
-from ofa.space import Arch, SearchSpace
+from ofa.space import Arch, SearchSpace, space_fingerprint
 
 __all__ = [
     "SAMPLERS",
@@ -74,11 +73,6 @@ class FlopsTable:
             "edges": list(self.edges),
             "counts": list(self.counts),
         }
-
-
-def space_fingerprint(space: SearchSpace) -> str:
-    """A short hash of the space's content (its name and every choice)."""
-    return hashlib.sha256(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_flops_bin_mmacs(space: SearchSpace, num_classes: int) -> float:

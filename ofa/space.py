@@ -12,6 +12,7 @@ archs are equal exactly when they build the same network. A space with ``granula
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ __all__ = [
     "load_arch",
     "load_space",
     "make_divisible",
+    "space_fingerprint",
 ]
 
 ACTIVATIONS = ("relu", "swish", "h_swish")
@@ -635,3 +637,11 @@ def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
             raise ValueError(f"arch file {path} is for space {name!r}, not {space.name!r}")
     arch = Arch.from_dict(data)
     return space.validate(arch) if space is not None else arch
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    """sha256 (hex) of the space's definition, its description excluded: what saved files (predictors,
+    FLOPs tables) record to recognise the space they were made for."""
+    data = space.to_dict()
+    data.pop("description", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -53,7 +53,7 @@ from sklearn.preprocessing import StandardScaler
 from ofa.atomic import atomic_write_text
 from ofa.config import read_user_text
 from ofa.flops import count_macs_many, count_params_many
-from ofa.space import Arch, SearchSpace
+from ofa.space import Arch, SearchSpace, space_fingerprint
 from predictors.encoding import DEFAULT_CLASSES, encode
 from predictors.registry import (
     COST_MODELS,
@@ -101,13 +101,6 @@ class Predictor(Protocol):
     def save(self, path: str | Path) -> None:
         """Write the predictor to a JSON file atomically."""
         ...
-
-
-def space_fingerprint(space: SearchSpace) -> str:
-    """sha256 of the space's definition (its description excluded)."""
-    data = space.to_dict()
-    data.pop("description", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _checksum(body: Mapping[str, Any]) -> str:
