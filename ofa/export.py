@@ -172,6 +172,8 @@ def check_export_target(out_dir: str | Path, force: bool) -> None:
         ValueError: naming the target and what to do instead.
     """
     out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        raise ValueError(f"export target {out_dir} is a symbolic link; give the folder itself ({out_dir.resolve()})")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"export target {out_dir} exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()):

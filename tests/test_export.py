@@ -170,6 +170,16 @@ def test_force_never_replaces_a_folder_that_is_not_an_export(
     assert (out_dir / "notes.txt").read_text() == "keep me"
 
 
+def test_a_symlink_to_an_export_is_refused_even_with_force(
+    supernet: Supernet, tiny: SearchSpace, tmp_path: Path
+) -> None:
+    export(supernet, tiny.min_arch(), tmp_path / "real")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ValueError, match=r"export target .*link is a symbolic link; give the folder itself"):
+        export(supernet, tiny.max_arch(), tmp_path / "link", force=True)
+    assert load_subnet(tmp_path / "real").arch == tiny.min_arch()  # untouched
+
+
 def test_failure_during_export_keeps_previous_export(
     supernet: Supernet, tiny: SearchSpace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
