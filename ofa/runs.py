@@ -34,7 +34,7 @@ class LoadedRun:
     data: DataBundle
     calibration_images: list[torch.Tensor]
     val_loader: DataLoader
-    checkpoint_sha256: str = ""  # digest of the checkpoint file the weights came from
+    checkpoint_path: Path | None = None  # the checkpoint file the weights came from
 
     @property
     def measurement_source(self) -> dict[str, object]:
@@ -42,7 +42,7 @@ class LoadedRun:
         (checkpoint digest) and how BN is calibrated. Arch CSVs record it; a change means stale rows."""
         section = self.config.calibration
         return {
-            "checkpoint_sha256": self.checkpoint_sha256,
+            "checkpoint_sha256": file_sha256(self.checkpoint_path) if self.checkpoint_path else "",
             "calibration_batches": section.batches_for(self.data.name),
             "calibration_batch_size": section.batch_size,
             "calibration_augment": section.augment,
@@ -139,5 +139,5 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
         data=data,
         calibration_images=calibration,
         val_loader=DataLoader(data.val, batch, shuffle=False),
-        checkpoint_sha256=file_sha256(path),
+        checkpoint_path=path,
     )
