@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ofa.atomic import atomic_write, remove_stale_temp_files
+from ofa.runfolder import RUN_FORMAT
 
 __all__ = ["atomic_save", "load_checkpoint"]
 
@@ -29,7 +30,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; a missing or corrupt file is a ``ValueError`` naming the path."""
+    """Load a checkpoint safely; a missing or corrupt file, or one of a newer format, is a ``ValueError``
+    naming the path."""
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
     try:
@@ -46,4 +48,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(error)}") from None
     if not isinstance(state, dict) or "model" not in state or "space" not in state:
         raise ValueError(f"checkpoint {path} is not a supernet checkpoint of this toolkit")
+    written = state.get("format", RUN_FORMAT)
+    if not isinstance(written, int) or written > RUN_FORMAT:
+        raise ValueError(
+            f"checkpoint {path} has format {written!r}; this version reads format {RUN_FORMAT} and older: "
+            "upgrade the toolkit"
+        )
     return state

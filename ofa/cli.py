@@ -16,6 +16,7 @@ from ofa.atomic import check_file_target
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
 from ofa.flops import count_macs, count_params
+from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
 from ofa.space import load_arch, load_space
 from predictors.cli import add_commands as add_predictor_commands
@@ -83,7 +84,7 @@ def _evaluate_locked(args: argparse.Namespace) -> None:
     from ofa.runs import load_run
 
     run = load_run(args.run, args.checkpoint)
-    out = check_file_target(args.out, "--out") if args.out else run.run_dir / "archs.csv"
+    out = check_file_target(args.out, "--out") if args.out else RunFolder(run.run_dir).arch_data
     if args.archs_from:
         archs = archs_from_csv(args.archs_from, run.space)[: args.num_archs]
     else:
@@ -159,7 +160,7 @@ def _command_search(args: argparse.Namespace) -> None:
         run = load_run(args.run)
         chosen, _ = search_run(run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty())
     print(format_subnets(chosen))
-    print(f"written: {run.run_dir / 'search' / 'pareto.json'}, pareto.csv, pareto.png")
+    print(f"written: {RunFolder(run.run_dir).pareto_json}, pareto.csv, pareto.png")
 
 
 def _command_query(args: argparse.Namespace) -> None:

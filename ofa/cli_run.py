@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ofa.atomic import check_folder_target
+from ofa.runfolder import RunFolder
 
 __all__ = ["add_run_commands"]
 
@@ -38,7 +39,8 @@ def _command_run(args: argparse.Namespace) -> None:
     )
     stages = "  ".join(f"{name} {seconds:.0f}s" for name, seconds in result.stage_seconds.items())
     print(f"wall time {result.seconds:.0f} s ({stages})")
-    print(f"report: {result.run_dir / 'report' / 'report.md'}   exports: {result.run_dir / 'export'}")
+    folder = RunFolder(result.run_dir)
+    print(f"report: {folder.report}   exports: {folder.export_folder}")
 
 
 def _command_compare(args: argparse.Namespace) -> None:

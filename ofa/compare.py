@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ofa.pareto import hypervolume, pareto_front
+from ofa.runfolder import RunFolder
 
 __all__ = ["VARIANTS", "Comparison", "compare_samplers", "format_comparison"]
 
@@ -104,7 +105,7 @@ def compare_samplers(
         val_max, val_min = train_or_continue(config, show, f"[{name}] ")
         run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
         records = measure_to_csv(
-            config.run_dir / "compare_archs.csv",
+            RunFolder(config.run_dir).compare_arch_data,
             run.supernet,
             archs,
             run.calibration_images,

@@ -30,6 +30,7 @@ from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.budget import check_budget, parse_budget
 from ofa.flops import count_macs_many, count_params
 from ofa.pareto import pareto_front
+from ofa.runfolder import CHECKPOINT_NAMES, RunFolder
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
 from predictors.dataset import read_arch_csv
@@ -50,8 +51,6 @@ __all__ = [
     "search_run",
 ]
 
-SPACE_FILE = "space.json"
-ARCH_DATA_FILE = "archs.csv"
 PARETO_COLUMNS = ("budget_mmacs", "arch", "mmacs", "params", "predicted_acc", "val_acc", "test_acc")
 CLOUD_SIZE = 400  # random archs scored by the predictor for the plot's cloud
 CLOUD_SEED = 0
@@ -99,7 +98,8 @@ def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
         ValueError: a missing folder, or one that holds neither ``space.json`` nor a checkpoint.
     """
     run_dir = Path(run_dir)
-    path = run_dir / SPACE_FILE
+    folder = RunFolder(run_dir)
+    path = folder.space
     if not run_dir.is_dir():
         raise ValueError(f"run directory not found: {run_dir}")
     if path.is_file():
@@ -108,10 +108,10 @@ def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
             return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path} is malformed ({type(error).__name__}: {error}); delete it to reread it") from None
-    checkpoints = [run_dir / "checkpoints" / f"{name}.pt" for name in ("best", "latest")]
+    checkpoints = [folder.checkpoint(name) for name in CHECKPOINT_NAMES]
     existing = [checkpoint for checkpoint in checkpoints if checkpoint.is_file()]
     if not existing:
-        raise ValueError(f"{run_dir} is not a training run (no {SPACE_FILE} and no checkpoint): train it first")
+        raise ValueError(f"{run_dir} is not a training run (no {path.name} and no checkpoint): train it first")
     from ofa.checkpoint import load_checkpoint  # torch: only for runs without space.json
 
     state = load_checkpoint(existing[0])
@@ -146,8 +146,7 @@ def find_predictor(
     run_dir = Path(run_dir)
     if path is not None:
         return load_predictor(path, space)
-    final = run_dir / "predictor" / "final.json"
-    data = run_dir / ARCH_DATA_FILE
+    final, data = RunFolder(run_dir).final_predictor, RunFolder(run_dir).arch_data
     if final.is_file() and (not data.is_file() or final.stat().st_mtime_ns >= data.stat().st_mtime_ns):
         return load_predictor(final, space)
     if not data.is_file():
@@ -167,7 +166,7 @@ def find_predictor(
 
 def _calibration_seed(run_dir: Path) -> int:
     """The BN-calibration seed of the run's config (``run.evaluate`` measures with it); 0 by default."""
-    path = run_dir / "config.yaml"
+    path = RunFolder(run_dir).config
     try:
         config = yaml.safe_load(path.read_text()) if path.is_file() else {}
         return int(((config or {}).get("calibration") or {}).get("seed", 0))
@@ -178,7 +177,7 @@ def _calibration_seed(run_dir: Path) -> int:
 def _measured(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float, float]]:
     """Val and test accuracy of every arch in ``RUN/archs.csv`` measured with the run's calibration seed
     (what ``run.evaluate`` would measure; repeated measurements with other seeds are left out)."""
-    data = run_dir / ARCH_DATA_FILE
+    data = RunFolder(run_dir).arch_data
     if not data.is_file():
         return {}
     seed = _calibration_seed(run_dir)
@@ -274,14 +273,14 @@ def search_run(
         "chosen": [subnet.to_dict() for subnet in chosen],
         "search": _without_wall_time(result.to_dict(top=finalists)),
     }
-    folder = Path(run.run_dir) / "search"
-    _write_result(folder / "pareto.json", json.dumps(summary, indent=1) + "\n")
-    _write_result(folder / "pareto.csv", _pareto_csv(chosen))
+    folder = RunFolder(run.run_dir)
+    _write_result(folder.pareto_json, json.dumps(summary, indent=1) + "\n")
+    _write_result(folder.pareto_csv, _pareto_csv(chosen))
     if plot:
         cloud = _random_cloud(space, num_classes, predictor)
         figure = pareto_figure(chosen, result, cloud, _measured(run.run_dir, space), space, num_classes)
-        folder.mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder / "pareto.png", dpi=120)
+        folder.search_folder.mkdir(parents=True, exist_ok=True)
+        figure.savefig(folder.pareto_plot, dpi=120)
     return chosen, summary
 
 
@@ -417,7 +416,7 @@ def query_run(
 
 def _saved_choices(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float | None, float | None]]:
     """The chosen archs of the run's saved search (``RUN/search/pareto.json``) and their accuracies."""
-    path = run_dir / "search" / "pareto.json"
+    path = RunFolder(run_dir).pareto_json
     if not path.is_file():
         return {}
     try:
@@ -468,8 +467,8 @@ def export_from_run(
         arch, predicted = answer.arch, answer.predicted_acc
     run = load_run(run_dir)
     val = run.evaluate(arch, "val")
-    test = run.evaluate(arch, "test")  # leaves the supernet calibrated for this arch
-    model = run.supernet.extract(arch).eval()
+    test = run.evaluate(arch, "test")
+    model = run.calibrated_subnet(arch)
     metadata = {"val_acc": val.accuracy, "test_acc": test.accuracy, "predicted_acc": predicted, "run": str(run_dir)}
     out = run.export(model, arch, out_dir, metadata, force=force, onnx=onnx)
     return out, read_export_info(out)

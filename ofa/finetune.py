@@ -237,9 +237,7 @@ def _initial_model(run: LoadedRun, arch: Arch, settings: FinetuneSettings) -> St
         if run.config.model.zero_init_last_bn:
             fresh.zero_init_last_bn()
         return fresh.extract(arch)
-    run.supernet.set_active(arch)
-    recalibrate_bn(run.supernet, run.calibration_images, arch.resolution)
-    model = run.supernet.extract(arch)
+    model = run.calibrated_subnet(arch).train()
     model.head.dropout.p = run.config.model.dropout
     return model
 

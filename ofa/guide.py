@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ofa.archdata import measure_to_csv, spread_archs
+from ofa.runfolder import RunFolder
 from ofa.space import Arch, SearchSpace
 from ofa.supernet import Supernet
 from ofa.train_config import TrainConfig
@@ -34,8 +35,8 @@ class PredictorGuide:
     def __init__(self, config: TrainConfig, space: SearchSpace, run_dir: Path) -> None:
         self.config = config
         self.space = space
-        self.folder = run_dir / "predictor"
-        self.data_path = self.folder / "archs.csv"
+        self.folder = RunFolder(run_dir)
+        self.data_path = self.folder.guide_arch_data
         self.predictor: Predictor | None = None
         self.fit_epochs: list[int] = []
         create_predictor(config.guide.model, space)  # an unknown model name fails before training
@@ -75,8 +76,8 @@ class PredictorGuide:
         records = [record for record in measured if record.seed == seed]  # the current weights' rows only
         predictor = create_predictor(self.config.guide.model, self.space, seed=self.config.seed)
         predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))
-        predictor.save(self.folder / f"predictor_epoch{epoch:03d}.json")
-        predictor.save(self.folder / "predictor.json")
+        predictor.save(self.folder.guide_predictor_of_epoch(epoch))
+        predictor.save(self.folder.guide_predictor)
         supernet.train()
         self.predictor = predictor
         self.fit_epochs.append(epoch)
@@ -92,4 +93,4 @@ class PredictorGuide:
             return
         self.fit_epochs = list(state["fit_epochs"])
         last = self.fit_epochs[-1]
-        self.predictor = load_predictor(self.folder / f"predictor_epoch{last:03d}.json", self.space)
+        self.predictor = load_predictor(self.folder.guide_predictor_of_epoch(last), self.space)

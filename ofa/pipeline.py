@@ -29,6 +29,7 @@ import numpy as np
 
 from ofa.budget import smallest_mmacs
 from ofa.flops import count_macs_many
+from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
 from ofa.space import SearchSpace
 from ofa.train_config import TrainConfig, load_train_config
@@ -128,7 +129,7 @@ def train_or_continue(config: TrainConfig, progress: bool, prefix: str = "") -> 
     from ofa.trainer import train
 
     check_same_config(config)
-    latest = config.run_dir / "checkpoints" / "latest.pt"
+    latest = RunFolder(config.run_dir).latest
     if latest.is_file():
         state = load_checkpoint(latest)
         if state["epoch"] >= config.epochs:
@@ -146,7 +147,7 @@ def check_same_config(config: TrainConfig) -> None:
     """An existing run directory must have been made by the same training config (nothing is overwritten)."""
     from ofa.config import config_from_dict, load_yaml
 
-    path = config.run_dir / "config.yaml"
+    path = RunFolder(config.run_dir).config
     if not path.is_file():
         return
     previous = config_from_dict(TrainConfig, load_yaml(path))
@@ -202,7 +203,7 @@ def _run_stages(
     _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
     archs = spread_archs(space, settings.num_archs, num_classes, settings.seed)
     records = measure_to_csv(
-        run.run_dir / "archs.csv",
+        RunFolder(run.run_dir).arch_data,
         run.supernet,
         archs,
         run.calibration_images,
@@ -244,7 +245,7 @@ def _run_stages(
     _say("[6/6] writing the report")
     write_report(run.run_dir, result, holdout, config)
     lap("report")
-    (run.run_dir / "report" / "summary.json").write_text(
+    RunFolder(run.run_dir).summary.write_text(
         json.dumps({"rows": result.rows, "stage_seconds": result.stage_seconds}, indent=1)
     )
     return result
@@ -287,7 +288,7 @@ def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -
     }
     final = create_predictor(model, run.space, seed=settings.seed, num_classes=run.num_classes)
     final.fit(archs, accuracies)
-    final.save(run.run_dir / "predictor" / "final.json")
+    final.save(RunFolder(run.run_dir).final_predictor)
     return final, holdout
 
 
@@ -299,7 +300,7 @@ def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> flo
     from ofa.export import read_export_info
     from ofa.finetune import FinetuneSettings, finetune_subnet
 
-    out = run.run_dir / "export" / f"{subnet.budget:g}M-finetuned"
+    out = RunFolder(run.run_dir).export(subnet.budget, finetuned=True)
     finetune = FinetuneSettings(epochs=settings.finetune_epochs, distill=True, seed=settings.seed)
     if (out / "arch.json").is_file():
         info = read_export_info(out)
@@ -322,9 +323,8 @@ def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
 
     exports = []
     for subnet in chosen:
-        out = run.run_dir / "export" / f"{subnet.budget:g}M"
-        run.evaluate(subnet.arch, "test")  # leaves the supernet calibrated for this arch
-        model = run.supernet.extract(subnet.arch).eval()
+        out = RunFolder(run.run_dir).export(subnet.budget)
+        model = run.calibrated_subnet(subnet.arch)
         metadata = {
             "val_acc": subnet.val_acc,
             "test_acc": subnet.test_acc,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ofa.runfolder import RunFolder
 from ofa.train_config import TrainConfig
 
 __all__ = ["format_rows", "plot_predictor", "plot_training", "write_report"]
@@ -137,12 +138,13 @@ def _finetuned_note(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_report(run_dir: Path, result: Any, holdout: dict[str, Any], config: TrainConfig) -> Path:
     """Write ``RUN/report/`` for a finished :func:`ofa.pipeline.run_pipeline`; returns ``report.md``'s path."""
-    folder = run_dir / "report"
+    run = RunFolder(run_dir)
+    folder = run.report_folder
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "search" / "pareto.png", folder / "pareto.png")
-    plot_predictor(folder / "predictor.png", holdout["measured"], holdout["predicted"], holdout["kendall_tau"])
-    plot_training(folder / "training.png", run_dir / "metrics.csv")
-    metrics = _read_metrics(run_dir / "metrics.csv")
+    shutil.copyfile(run.pareto_plot, run.report_figure("pareto"))
+    plot_predictor(run.report_figure("predictor"), holdout["measured"], holdout["predicted"], holdout["kendall_tau"])
+    plot_training(run.report_figure("training"), run.metrics)
+    metrics = _read_metrics(run.metrics)
     train_seconds = sum(float(row["epoch_seconds"]) for row in metrics)
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.stage_seconds.items())
     reproduced = all(
@@ -180,6 +182,6 @@ training epochs took {train_seconds:.0f} s in total. Stage wall times of this in
 
 ![training curves](training.png)
 """
-    path = folder / "report.md"
+    path = run.report
     path.write_text(text)
     return path

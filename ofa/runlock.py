@@ -14,9 +14,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "RunLockedError", "run_lock"]
+from ofa.runfolder import RunFolder
 
-LOCK_FILE = ".lock"
+__all__ = ["RunLockedError", "run_lock"]
 
 
 class RunLockedError(ValueError):
@@ -54,7 +54,7 @@ def run_lock(run_dir: str | Path, command: str, create: bool = False) -> Iterato
         run_dir.mkdir(parents=True, exist_ok=True)
     elif not run_dir.is_dir():
         raise ValueError(f"run directory not found: {run_dir}")
-    path = run_dir / LOCK_FILE
+    path = RunFolder(run_dir).lock
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if not _try_lock(descriptor):

@@ -10,10 +10,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ofa.atomic import file_sha256
+from ofa.bn import recalibrate_bn
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict
 from ofa.data import DataBundle, calibration_images
 from ofa.evaluate import Evaluation, evaluate_arch
+from ofa.runfolder import RunFolder
 from ofa.space import Arch, SearchSpace
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
@@ -84,6 +86,13 @@ class LoadedRun:
             onnx=onnx,
         )
 
+    def calibrated_subnet(self, arch: Arch) -> StaticNet:
+        """The static model of ``arch`` with its BN statistics recalibrated on the run's calibration images
+        (exactly the statistics :meth:`evaluate` measures with), in eval mode."""
+        self.supernet.set_active(arch)
+        recalibrate_bn(self.supernet, self.calibration_images, arch.resolution)
+        return self.supernet.extract(arch).eval()
+
     def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
         """Accuracy of ``arch`` inside the supernet on ``val`` or ``test`` (BN recalibrated first)."""
         if split not in ("val", "test"):
@@ -102,11 +111,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
     Like training, this applies the config's ``cpu_threads`` (torch intra-op threads) when it is set.
     """
     run_dir = Path(run_dir)
-    if checkpoint not in ("best", "latest"):
-        raise ValueError(f"checkpoint must be best or latest, got {checkpoint!r}")
+    path = RunFolder(run_dir).checkpoint(checkpoint)
     if not run_dir.is_dir():
         raise ValueError(f"run directory not found: {run_dir}")
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
         raise ValueError(f"run directory {run_dir} has no checkpoint ({path} is missing): train it first")
     state = load_checkpoint(path)

@@ -30,6 +30,7 @@ from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
 from ofa.distributed import init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
+from ofa.runfolder import RUN_FORMAT, RunFolder
 from ofa.runlock import run_lock
 from ofa.sampling import (
     AttentiveSampler,
@@ -207,7 +208,7 @@ def _truncate_logs(run_dir: Path, epochs_done: int) -> None:
     A run killed after logging an epoch but before saving its checkpoint repeats that epoch on resume,
     and a fresh run (``epochs_done`` 0) must not continue the logs of an attempt that saved nothing.
     """
-    metrics = run_dir / "metrics.csv"
+    metrics = RunFolder(run_dir).metrics
     if metrics.is_file():
         with metrics.open(newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if _row_epoch(row) <= epochs_done]
@@ -215,7 +216,7 @@ def _truncate_logs(run_dir: Path, epochs_done: int) -> None:
             writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    archs = run_dir / "archs.jsonl"
+    archs = RunFolder(run_dir).trained_archs
     if archs.is_file():
         kept = [line for line in archs.read_text().splitlines() if _complete_line_epoch(line) <= epochs_done]
         archs.write_text("".join(line + "\n" for line in kept))
@@ -255,7 +256,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
     context = init_distributed(config.device)
     space = load_space(config.model.space)
     run_dir = config.run_dir
-    latest, best = run_dir / "checkpoints" / "latest.pt", run_dir / "checkpoints" / "best.pt"
+    folder = RunFolder(run_dir)
+    latest, best = folder.latest, folder.best
     state = None
     if resume:
         state = load_checkpoint(latest)
@@ -271,9 +273,9 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
     archs_source = _ArchSource(config, space, data.num_classes, Path(config.out_dir) / ".cache")
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         space_record = {"space": space.to_dict(), "num_classes": data.num_classes}
-        (run_dir / "space.json").write_text(json.dumps(space_record, indent=1))
+        folder.space.write_text(json.dumps(space_record, indent=1))
         _truncate_logs(run_dir, state["epoch"] if state is not None else 0)
 
     if config.cpu_threads and context.device.type == "cpu":
@@ -392,7 +394,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
             if context.is_main:
                 _log_epoch(run_dir, row, epoch_archs, epoch, writer, show)
                 checkpoint = {
-                    "format": 1,
+                    "format": RUN_FORMAT,
                     "epoch": epoch + 1,
                     "config": config_to_dict(config),
                     "space": space.to_dict(),
@@ -464,12 +466,13 @@ def _tensorboard(run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a declared dependency; a broken install only loses the events
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(RunFolder(run_dir).tensorboard))
 
 
 def _log_epoch(run_dir: Path, row: dict, epoch_archs: list[list[Arch]], epoch: int, writer, show: bool) -> None:
-    _write_metrics(run_dir / "metrics.csv", row)
-    with (run_dir / "archs.jsonl").open("a") as handle:
+    folder = RunFolder(run_dir)
+    _write_metrics(folder.metrics, row)
+    with folder.trained_archs.open("a") as handle:
         for step, archs in enumerate(epoch_archs):
             handle.write(json.dumps({"epoch": epoch + 1, "step": step, "archs": [a.to_dict() for a in archs]}) + "\n")
     if writer is not None:

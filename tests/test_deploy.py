@@ -658,3 +658,14 @@ def test_a_reopened_run_calibrates_on_the_training_augmented_images(loaded: Load
     assert section.augment  # the default
     assert all(torch.equal(mine, theirs) for mine, theirs in zip(loaded.calibration_images, augmented, strict=True))
     assert not torch.equal(loaded.calibration_images[0], plain[0])
+
+
+def test_calibrated_subnet_scores_what_evaluate_measured(loaded: LoadedRun) -> None:
+    """The extracted model carries the BN statistics the measurement used, whatever ran before it."""
+    run = loaded
+    arch = run.space.min_arch()
+    measured = run.evaluate(arch, "val").accuracy
+    run.evaluate(run.space.max_arch(), "val")  # another arch's calibration in between
+    model = run.calibrated_subnet(arch)
+    assert not model.training
+    assert evaluate_model(model, run.val_loader, arch.resolution).accuracy == measured

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ofa.runlock import LOCK_FILE, RunLockedError, run_lock
+from ofa.runfolder import RunFolder
+from ofa.runlock import RunLockedError, run_lock
 
 HOLD = textwrap.dedent(
     """
@@ -40,14 +41,14 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_frees_
         holder.kill()
         holder.wait()
     with run_lock(run_dir, "ofa evaluate"):  # the operating system released the dead holder's lock
-        assert (run_dir / LOCK_FILE).read_text().endswith("(ofa evaluate)")
+        assert RunFolder(run_dir).lock.read_text().endswith("(ofa evaluate)")
 
 
 def test_the_lock_is_reentrant_within_one_process(tmp_path: Path) -> None:
     with run_lock(tmp_path, "ofa run"):
         with run_lock(tmp_path, "ofa train"):
             pass
-        assert (tmp_path / LOCK_FILE).read_text().endswith("(ofa run)")
+        assert RunFolder(tmp_path).lock.read_text().endswith("(ofa run)")
 
 
 def test_a_missing_run_is_not_created(tmp_path: Path) -> None:

@@ -1,0 +1,172 @@
+"""The run folder: every file a training run and the deploy-many commands keep in it, named in one place.
+
+No other module spells a file name of a run; they ask a :class:`RunFolder` for the path::
+
+    RUN/
+      config.yaml            the resolved training config (``ofa train``)
+      space.json             the space and class count, readable without torch
+      metrics.csv            one row per epoch
+      archs.jsonl            the subnets trained at every step
+      tensorboard/           TensorBoard events
+      checkpoints/           latest.pt and best.pt (format ``RUN_FORMAT``)
+      archs.csv              archs measured in the supernet (``ofa evaluate``), with archs.source.json
+      compare_archs.csv      the same for ``ofa compare`` variants
+      predictor/             final.json (the search predictor); the guide's archs.csv and predictor files
+      search/                pareto.json, pareto.csv, pareto.png (``ofa search``)
+      export/                one standalone export per budget (``ofa run``)
+      report/                report.md, summary.json and figures (``ofa run``)
+      .lock                  held by the process writing the run (see :mod:`ofa.runlock`)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CHECKPOINT_NAMES", "RUN_FORMAT", "RunFolder"]
+
+RUN_FORMAT = 1  # the checkpoint ``format`` this version writes and reads
+CHECKPOINT_NAMES = ("latest", "best")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder (nothing is created or read on construction)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        """The resolved training config."""
+        return self.root / "config.yaml"
+
+    @property
+    def space(self) -> Path:
+        """The space and class count as JSON."""
+        return self.root / "space.json"
+
+    @property
+    def metrics(self) -> Path:
+        """One CSV row per trained epoch."""
+        return self.root / "metrics.csv"
+
+    @property
+    def trained_archs(self) -> Path:
+        """The sampled subnets of every training step (JSON lines)."""
+        return self.root / "archs.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's event folder."""
+        return self.root / "tensorboard"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The checkpoint folder."""
+        return self.root / "checkpoints"
+
+    def checkpoint(self, which: str) -> Path:
+        """``latest`` (the final weights) or ``best`` (best largest-subnet val accuracy)."""
+        if which not in CHECKPOINT_NAMES:
+            raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {which!r}")
+        return self.checkpoints / f"{which}.pt"
+
+    @property
+    def latest(self) -> Path:
+        """The checkpoint of the last finished epoch."""
+        return self.checkpoint("latest")
+
+    @property
+    def best(self) -> Path:
+        """The checkpoint with the best largest-subnet val accuracy."""
+        return self.checkpoint("best")
+
+    @property
+    def lock(self) -> Path:
+        """The writers' lock file."""
+        return self.root / ".lock"
+
+    @property
+    def arch_data(self) -> Path:
+        """Archs measured in the supernet (``ofa evaluate``, ``ofa run``)."""
+        return self.root / "archs.csv"
+
+    @property
+    def compare_arch_data(self) -> Path:
+        """Archs measured for ``ofa compare``."""
+        return self.root / "compare_archs.csv"
+
+    @property
+    def predictor_folder(self) -> Path:
+        """Fitted accuracy predictors."""
+        return self.root / "predictor"
+
+    @property
+    def final_predictor(self) -> Path:
+        """The predictor search uses, fitted on :attr:`arch_data`."""
+        return self.predictor_folder / "final.json"
+
+    @property
+    def guide_arch_data(self) -> Path:
+        """Archs the training guide measured."""
+        return self.predictor_folder / "archs.csv"
+
+    @property
+    def guide_predictor(self) -> Path:
+        """The guide's latest predictor."""
+        return self.predictor_folder / "predictor.json"
+
+    def guide_predictor_of_epoch(self, epoch: int) -> Path:
+        """The guide's predictor fitted before ``epoch`` (0-based)."""
+        return self.predictor_folder / f"predictor_epoch{epoch:03d}.json"
+
+    @property
+    def search_folder(self) -> Path:
+        """``ofa search`` results."""
+        return self.root / "search"
+
+    @property
+    def pareto_json(self) -> Path:
+        """The search summary: settings, chosen subnets, front."""
+        return self.search_folder / "pareto.json"
+
+    @property
+    def pareto_csv(self) -> Path:
+        """The chosen subnets as CSV."""
+        return self.search_folder / "pareto.csv"
+
+    @property
+    def pareto_plot(self) -> Path:
+        """The front's figure."""
+        return self.search_folder / "pareto.png"
+
+    @property
+    def export_folder(self) -> Path:
+        """Exports written by ``ofa run``."""
+        return self.root / "export"
+
+    def export(self, budget_mmacs: float, finetuned: bool = False) -> Path:
+        """The export of one budget's subnet (``-finetuned``: after fine-tuning)."""
+        return self.export_folder / f"{budget_mmacs:g}M{'-finetuned' if finetuned else ''}"
+
+    @property
+    def report_folder(self) -> Path:
+        """``ofa run``'s report."""
+        return self.root / "report"
+
+    @property
+    def report(self) -> Path:
+        """The report's markdown."""
+        return self.report_folder / "report.md"
+
+    def report_figure(self, name: str) -> Path:
+        """A figure of the report (``pareto``, ``predictor``, ``training``)."""
+        return self.report_folder / f"{name}.png"
+
+    @property
+    def summary(self) -> Path:
+        """``ofa run``'s rows and stage timings as JSON."""
+        return self.report_folder / "summary.json"
