@@ -74,12 +74,14 @@ def chosen_archs(budgets: Sequence[float], arch_data: Path = ARCH_DATA) -> dict[
     return chosen
 
 
-def train_supernet(seed: int, data: Path, out: Path) -> Path:
-    """Train (or continue) the recipe's supernet of ``seed`` into ``OUT/supernet-s<seed>``."""
+def train_supernet(seed: int, data: Path, out: Path, epochs: int | None = None) -> Path:
+    """Train (or continue) the recipe's supernet of ``seed`` into ``OUT/supernet-s<seed>`` (``epochs``: the
+    recipe's unless given)."""
     from ofa.pipeline import train_or_continue
     from ofa.train_config import load_train_config
 
     overrides = (f"seed={seed}", f"name=supernet-s{seed}", f"out_dir={out}", f"data.root={data}")
+    overrides += (f"epochs={epochs}",) if epochs is not None else ()
     config = load_train_config(RECIPE, overrides)
     train_or_continue(config, progress=False, prefix=f"[supernet s{seed}] ")
     return config.run_dir
@@ -182,8 +184,12 @@ def main(
     distill: bool = True,
     jobs: int = 1,
     worker: bool = False,
+    epochs: int | None = None,
 ) -> list[list]:
-    """Run every job not yet done (``jobs`` processes), then print and write the summary table."""
+    """Run every job not yet done (``jobs`` processes), then print and write the summary table.
+
+    ``epochs`` trains the supernets that long instead of the recipe's epochs (scratch follows the supernet).
+    """
     data, out = Path(data).resolve(), Path(out)
     if not (data / "train").is_dir():
         raise ValueError(f"--data {data}: expected the CIFAR-10 development set there (train/, val/, test/)")
@@ -194,7 +200,7 @@ def main(
     for seed in seeds:
         if seed not in run_dirs and _claim(out / f".supernet-s{seed}.claim"):
             try:
-                run_dirs[seed] = train_supernet(seed, data, out)
+                run_dirs[seed] = train_supernet(seed, data, out, epochs)
             finally:
                 (out / f".supernet-s{seed}.claim").unlink(missing_ok=True)
     recipe_run = run_dirs.get(seeds[0])  # scratch needs the recipe and the data, not the supernet's weights
@@ -262,6 +268,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench_finetune")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--runs", action="append", default=[], metavar="SEED=DIR", help="use a trained supernet")
+    parser.add_argument("--epochs", type=int, help="supernet epochs (default: the recipe's); scratch gets as many")
     parser.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     parser.add_argument("--no-kd", action="store_true", help="fine-tune on the labels instead of distilling")
     parser.add_argument("--jobs", type=int, default=1, help="processes (one core each)")
@@ -279,6 +286,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
         not args.no_kd,
         args.jobs,
         args.worker,
+        args.epochs,
     )
     return 0
 
