@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.config import config_from_dict, config_to_dict
 from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
-from ofa.distributed import init_distributed
+from ofa.distributed import DistributedContext, init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
 from ofa.runfolder import RUN_FORMAT, RunFolder
@@ -251,181 +251,288 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         return _train(config, resume, progress)
 
 
+@dataclass
+class _Training:
+    """Everything one run trains with, built by :func:`_prepare` before the first step."""
+
+    config: TrainConfig
+    context: DistributedContext
+    space: SearchSpace
+    folder: RunFolder
+    data: DataBundle
+    supernet: Supernet
+    rng: random.Random
+    archs_source: _ArchSource
+    guide: PredictorGuide | None
+    predictor_scorer: Callable[[Sequence[Arch]], np.ndarray] | None
+    sampler: DistributedSampler
+    loader: DataLoader
+    loader_generator: torch.Generator  # worker seeds; reseeded every epoch for exact resume
+    steps_per_epoch: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    calibration: list[torch.Tensor]
+    val_loader: DataLoader
+    guide_val_loader: DataLoader
+    settings: StepSettings
+    start_epoch: int = 0
+    best_accuracy: float = -1.0
+    resumed_metrics: dict | None = None  # the last epoch's metrics of a resumed checkpoint
+
+
 def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainResult:
+    """Setup, then per epoch: train, evaluate the largest and smallest subnets, log, checkpoint."""
     started = time.perf_counter()
+    training = _prepare(config, resume)
+    context, folder = training.context, training.folder
+    show = context.is_main and (sys.stderr.isatty() if progress is None else progress)
+    writer = _tensorboard(folder) if context.is_main else None
+    trained: list[list[Arch]] = []
+    resumed = training.resumed_metrics or {}  # nothing left to train after a resume: its last figures
+    final = (resumed.get("val_acc_max", 0.0), resumed.get("val_acc_min", 0.0))
+    epoch, epoch_archs = training.start_epoch, []
+    try:
+        for epoch in range(training.start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            epoch_archs = []
+            warming_up, sums = _train_epoch(training, epoch, epoch_archs, show)
+            _check_finite_weights(training.supernet)
+            row, last = _evaluate_epoch(training, epoch, sums, epoch_archs, epoch_started, warming_up)
+            trained.extend(epoch_archs)
+            final = (last["max"].accuracy, last["min"].accuracy)
+            improved = final[0] > training.best_accuracy
+            training.best_accuracy = max(training.best_accuracy, final[0])
+            if context.is_main:
+                _log_epoch(folder, row, epoch_archs, epoch, writer, show)
+                _save_checkpoints(training, epoch, row, improved)
+    except TrainingDivergedError as error:
+        kept = (
+            f"the last good checkpoint is {folder.latest} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
+        )
+        step = len(epoch_archs)  # steps done in this epoch; all of them when the weights check failed
+        where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step < training.steps_per_epoch else "")
+        raise TrainingDivergedError(f"training diverged in {where}: {error}; {kept}") from None
+    finally:
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - started
+    return TrainResult(folder.root, config.epochs, *final, seconds, trained, training.supernet)
+
+
+def _prepare(config: TrainConfig, resume: bool) -> _Training:
+    """Check the config (and the checkpoint to resume), write the run's header files, build the training."""
     context = init_distributed(config.device)
     space = load_space(config.model.space)
-    run_dir = config.run_dir
-    folder = RunFolder(run_dir)
-    latest, best = folder.latest, folder.best
-    state = None
-    if resume:
-        state = load_checkpoint(latest)
-        _check_resume_space(state, space, latest)
-        check_resume_config(state, config, latest)
-    elif latest.exists():
-        raise ValueError(f"run directory {run_dir} already has a checkpoint: resume it or choose another name")
+    folder = RunFolder(config.run_dir)
+    state = _resume_state(config, space, folder) if resume else None
+    if not resume and folder.latest.exists():
+        raise ValueError(f"run directory {folder.root} already has a checkpoint: resume it or choose another name")
     data = build_data(config, space)
     if state is not None:
-        _check_resume_classes(state, data.num_classes, latest)
-    guide = PredictorGuide(config, space, run_dir) if config.guide.enabled else None
+        _check_resume_classes(state, data.num_classes, folder.latest)
+    guide = PredictorGuide(config, space, folder.root) if config.guide.enabled else None
     predictor_scorer = _static_predictor_scorer(config, space)
     archs_source = _ArchSource(config, space, data.num_classes, Path(config.out_dir) / ".cache")
     if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        space_record = {"space": space.to_dict(), "num_classes": data.num_classes}
-        folder.space.write_text(json.dumps(space_record, indent=1))
-        _truncate_logs(run_dir, state["epoch"] if state is not None else 0)
-
+        _write_run_header(folder, config, space, data.num_classes, state["epoch"] if state is not None else 0)
     if config.cpu_threads and context.device.type == "cpu":
         torch.set_num_threads(config.cpu_threads)
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     supernet = Supernet(space, data.num_classes, config.model.dropout).to(context.device)
     if config.model.zero_init_last_bn:
         supernet.zero_init_last_bn()
     context.broadcast_parameters(supernet)
+    sampler, loader, loader_generator, steps_per_epoch = _train_loader(config, context, data)
+    optimizer = build_optimizer(supernet, config.optim)
+    section = config.calibration
+    val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
+    training = _Training(
+        config=config,
+        context=context,
+        space=space,
+        folder=folder,
+        data=data,
+        supernet=supernet,
+        rng=random.Random(config.seed),
+        archs_source=archs_source,
+        guide=guide,
+        predictor_scorer=predictor_scorer,
+        sampler=sampler,
+        loader=loader,
+        loader_generator=loader_generator,
+        steps_per_epoch=steps_per_epoch,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs),
+        calibration=calibration_images(
+            data.train, section.batches_for(data.name), section.batch_size, section.seed, section.augment
+        ),
+        val_loader=val_loader,
+        guide_val_loader=_guide_val_loader(config, data, val_loader),
+        settings=_step_settings(config),
+    )
+    if state is not None:
+        _restore(training, state)
+    return training
+
+
+def _step_settings(config: TrainConfig) -> StepSettings:
+    """The sandwich step's settings of a config."""
+    model, optim = config.model, config.optim
+    return StepSettings(
+        optim.label_smoothing,
+        model.dropout,
+        optim.grad_clip_value,
+        config.bf16,
+        model.drop_path,
+        optim.distill_label_weight,
+    )
+
+
+def _resume_state(config: TrainConfig, space: SearchSpace, folder: RunFolder) -> dict:
+    """The checkpoint ``--resume`` continues, checked against the space and the config."""
+    state = load_checkpoint(folder.latest)
+    _check_resume_space(state, space, folder.latest)
+    check_resume_config(state, config, folder.latest)
+    return state
+
+
+def _write_run_header(folder: RunFolder, config: TrainConfig, space: SearchSpace, classes: int, done: int) -> None:
+    """The resolved config and the space, and the logs cut back to the ``done`` epochs of the checkpoint."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    folder.space.write_text(json.dumps({"space": space.to_dict(), "num_classes": classes}, indent=1))
+    _truncate_logs(folder.root, done)
+
+
+def _train_loader(
+    config: TrainConfig, context: DistributedContext, data: DataBundle
+) -> tuple[DistributedSampler, DataLoader, torch.Generator, int]:
+    """The training batches of this rank, their generator and the steps per epoch."""
     sampler = DistributedSampler(
         data.train, context.world_size, context.rank, shuffle=True, seed=config.seed, drop_last=True
     )
     per_rank_batch = max(1, config.data.batch_size // context.world_size)
-    loader_generator = torch.Generator()  # worker seeds; reseeded every epoch for exact resume
+    generator = torch.Generator()
     loader = DataLoader(
         data.train,
         per_rank_batch,
         sampler=sampler,
         drop_last=True,
         num_workers=config.data.workers,
-        generator=loader_generator,
+        generator=generator,
     )
-    steps_per_epoch = (
-        len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
-    )
-    if steps_per_epoch < 1:
+    steps = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
+    if steps < 1:
         raise ValueError(f"the training set ({len(data.train)} images) is smaller than one batch ({per_rank_batch})")
-    optimizer = build_optimizer(supernet, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs)
-    section = config.calibration
-    calibration = calibration_images(
-        data.train, section.batches_for(data.name), section.batch_size, section.seed, section.augment
-    )
-    val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
-    guide_val_loader = _guide_val_loader(config, data, val_loader)
-    start_epoch, best_accuracy = 0, -1.0
-    if state is not None:
-        supernet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_python_rng_state(rng, state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_accuracy = state["epoch"], state["best_accuracy"]
-        if guide is not None:
-            guide.load_state(state.get("guide"))
-    settings = StepSettings(
-        config.optim.label_smoothing,
-        config.model.dropout,
-        config.optim.grad_clip_value,
-        config.bf16,
-        config.model.drop_path,
-        config.optim.distill_label_weight,
-    )
-    show = context.is_main and (sys.stderr.isatty() if progress is None else progress)
-    writer = _tensorboard(run_dir) if context.is_main else None
-    trained: list[list[Arch]] = []
-    last: dict[str, Evaluation] = {}
-    max_arch, min_arch = space.max_arch(), space.min_arch()
-    epoch, epoch_archs = 0, []
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            epoch_started = time.perf_counter()
-            if guide is not None:
-                guide.maybe_refit(epoch, supernet, calibration, guide_val_loader)
-            warming_up = guide is not None and not guide.ready
-            scorer = guide.scorer if guide is not None and guide.ready else predictor_scorer
-            sampler.set_epoch(epoch)
-            data.train.set_epoch(epoch)
-            loader_generator.manual_seed(config.seed * 1_000_003 + epoch)
-            sums = np.zeros(config.sampler.num_subnets)
-            epoch_archs: list[list[Arch]] = []
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
-            for images, labels in itertools.islice(loader, steps_per_epoch):
-                images, labels = images.to(context.device), labels.to(context.device)
+    return sampler, loader, generator, steps
 
-                def batch_scorer(images: torch.Tensor = images, labels: torch.Tensor = labels) -> Callable:
-                    return loss_scorer(supernet, images, labels, config.optim.label_smoothing, context)
 
-                sampled = archs_source.sample(rng, config.sampler.num_subnets - 2, batch_scorer, scorer, warming_up)
-                losses = sandwich_step(
-                    supernet, images, labels, [max_arch, *sampled, min_arch], optimizer, settings, context
-                )
-                scheduler.step()
-                sums += losses
-                epoch_archs.append(sampled)
-                bar.update(1)
-                bar.set_postfix(loss_max=f"{losses[0]:.3f}", loss_min=f"{losses[-1]:.3f}")
-            bar.close()
-            _check_finite_weights(supernet)
-            train_seconds = time.perf_counter() - epoch_started
-            last = {
-                "max": evaluate_arch(supernet, max_arch, calibration, val_loader),
-                "min": evaluate_arch(supernet, min_arch, calibration, val_loader),
-            }
-            supernet.train()
-            trained.extend(epoch_archs)
-            means = sums / max(1, len(epoch_archs))
-            row = {
-                "epoch": epoch + 1,
-                "loss_max": round(float(means[0]), 5),
-                "loss_sampled": round(float(means[1:-1].mean()), 5) if len(means) > 2 else "",
-                "loss_min": round(float(means[-1]), 5),
-                "val_acc_max": round(last["max"].accuracy, 5),
-                "val_acc_min": round(last["min"].accuracy, 5),
-                "val_loss_max": round(last["max"].loss, 5),
-                "val_loss_min": round(last["min"].loss, 5),
-                "lr": round(scheduler.get_last_lr()[0], 6),
-                "images_per_s": round(len(epoch_archs) * config.data.batch_size / train_seconds, 1),
-                "epoch_seconds": round(time.perf_counter() - epoch_started, 2),
-                "sampler": "uniform-warmup" if warming_up else config.sampler.name,
-                "distinct_archs": len({arch for archs in epoch_archs for arch in archs}),
-            }
-            improved = last["max"].accuracy > best_accuracy
-            best_accuracy = max(best_accuracy, last["max"].accuracy)
-            if context.is_main:
-                _log_epoch(run_dir, row, epoch_archs, epoch, writer, show)
-                checkpoint = {
-                    "format": RUN_FORMAT,
-                    "epoch": epoch + 1,
-                    "config": config_to_dict(config),
-                    "space": space.to_dict(),
-                    "num_classes": data.num_classes,
-                    "normalization": {"mean": list(data.mean), "std": list(data.std)},
-                    "model": supernet.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler_rng": python_rng_state(rng),
-                    "torch_rng": torch.get_rng_state(),
-                    "best_accuracy": best_accuracy,
-                    "guide": guide.state() if guide is not None else None,
-                    "metrics": row,
-                }
-                if improved:  # best before latest: a kill between the two never leaves latest ahead of best
-                    atomic_save(checkpoint, best)
-                atomic_save(checkpoint, latest)
-    except TrainingDivergedError as error:
-        kept = f"the last good checkpoint is {latest} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
-        step = len(epoch_archs)  # steps done in this epoch; all of them when the weights check failed
-        where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step < steps_per_epoch else "")
-        raise TrainingDivergedError(f"training diverged in {where}: {error}; {kept}") from None
-    finally:
-        if writer is not None:
-            writer.close()
-    if last:
-        val_max, val_min = last["max"].accuracy, last["min"].accuracy
-    else:  # nothing left to train after a resume
-        val_max, val_min = state["metrics"]["val_acc_max"], state["metrics"]["val_acc_min"]
-    seconds = time.perf_counter() - started
-    return TrainResult(run_dir, config.epochs, val_max, val_min, seconds, trained, supernet)
+def _restore(training: _Training, state: dict) -> None:
+    """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, random streams, guide."""
+    training.supernet.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    set_python_rng_state(training.rng, state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    training.start_epoch, training.best_accuracy = state["epoch"], state["best_accuracy"]
+    training.resumed_metrics = state["metrics"]
+    if training.guide is not None:
+        training.guide.load_state(state.get("guide"))
+
+
+def _train_epoch(training: _Training, epoch: int, epoch_archs: list[list[Arch]], show: bool) -> tuple[bool, np.ndarray]:
+    """One epoch of sandwich steps; appends each step's sampled archs to ``epoch_archs``.
+
+    Returns whether the sampler was still warming up (uniform until the guide's first fit) and the summed
+    loss of every sandwich slot.
+    """
+    config, supernet, guide = training.config, training.supernet, training.guide
+    if guide is not None:
+        guide.maybe_refit(epoch, supernet, training.calibration, training.guide_val_loader)
+    warming_up = guide is not None and not guide.ready
+    scorer = guide.scorer if guide is not None and guide.ready else training.predictor_scorer
+    training.sampler.set_epoch(epoch)
+    training.data.train.set_epoch(epoch)
+    training.loader_generator.manual_seed(config.seed * 1_000_003 + epoch)
+    ends = [training.space.max_arch(), training.space.min_arch()]
+    sums = np.zeros(config.sampler.num_subnets)
+    bar = tqdm(total=training.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
+    for images, labels in itertools.islice(training.loader, training.steps_per_epoch):
+        images, labels = images.to(training.context.device), labels.to(training.context.device)
+
+        def batch_scorer(images: torch.Tensor = images, labels: torch.Tensor = labels) -> Callable:
+            return loss_scorer(supernet, images, labels, config.optim.label_smoothing, training.context)
+
+        count = config.sampler.num_subnets - 2
+        sampled = training.archs_source.sample(training.rng, count, batch_scorer, scorer, warming_up)
+        archs = [ends[0], *sampled, ends[1]]
+        losses = sandwich_step(supernet, images, labels, archs, training.optimizer, training.settings, training.context)
+        training.scheduler.step()
+        sums += losses
+        epoch_archs.append(sampled)
+        bar.update(1)
+        bar.set_postfix(loss_max=f"{losses[0]:.3f}", loss_min=f"{losses[-1]:.3f}")
+    bar.close()
+    return warming_up, sums
+
+
+def _evaluate_epoch(
+    training: _Training,
+    epoch: int,
+    sums: np.ndarray,
+    epoch_archs: list[list[Arch]],
+    epoch_started: float,
+    warming_up: bool,
+) -> tuple[dict, dict[str, Evaluation]]:
+    """The epoch's ``metrics.csv`` row (mean losses, val accuracy of the largest and smallest subnets) and
+    the two evaluations themselves (``max``, ``min``)."""
+    config, supernet = training.config, training.supernet
+    train_seconds = time.perf_counter() - epoch_started
+    ends = {"max": training.space.max_arch(), "min": training.space.min_arch()}
+    last = {key: evaluate_arch(supernet, arch, training.calibration, training.val_loader) for key, arch in ends.items()}
+    supernet.train()
+    means = sums / max(1, len(epoch_archs))
+    row = {
+        "epoch": epoch + 1,
+        "loss_max": round(float(means[0]), 5),
+        "loss_sampled": round(float(means[1:-1].mean()), 5) if len(means) > 2 else "",
+        "loss_min": round(float(means[-1]), 5),
+        "val_acc_max": round(last["max"].accuracy, 5),
+        "val_acc_min": round(last["min"].accuracy, 5),
+        "val_loss_max": round(last["max"].loss, 5),
+        "val_loss_min": round(last["min"].loss, 5),
+        "lr": round(training.scheduler.get_last_lr()[0], 6),
+        "images_per_s": round(len(epoch_archs) * config.data.batch_size / train_seconds, 1),
+        "epoch_seconds": round(time.perf_counter() - epoch_started, 2),
+        "sampler": "uniform-warmup" if warming_up else config.sampler.name,
+        "distinct_archs": len({arch for archs in epoch_archs for arch in archs}),
+    }
+    return row, last
+
+
+def _save_checkpoints(training: _Training, epoch: int, row: dict, improved: bool) -> None:
+    """``latest.pt`` every epoch, ``best.pt`` when the largest subnet improved, best first: a kill between
+    the two writes never leaves ``latest`` ahead of ``best``."""
+    config, guide = training.config, training.guide
+    checkpoint = {
+        "format": RUN_FORMAT,
+        "epoch": epoch + 1,
+        "config": config_to_dict(config),
+        "space": training.space.to_dict(),
+        "num_classes": training.data.num_classes,
+        "normalization": {"mean": list(training.data.mean), "std": list(training.data.std)},
+        "model": training.supernet.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "sampler_rng": python_rng_state(training.rng),
+        "torch_rng": torch.get_rng_state(),
+        "best_accuracy": training.best_accuracy,
+        "guide": guide.state() if guide is not None else None,
+        "metrics": row,
+    }
+    if improved:
+        atomic_save(checkpoint, training.folder.best)
+    atomic_save(checkpoint, training.folder.latest)
 
 
 def _check_finite_weights(supernet: Supernet) -> None:
@@ -461,16 +568,15 @@ def _static_predictor_scorer(config: TrainConfig, space: SearchSpace) -> Callabl
     return predictor.predict
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(folder: RunFolder):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a declared dependency; a broken install only loses the events
         return None
-    return SummaryWriter(str(RunFolder(run_dir).tensorboard))
+    return SummaryWriter(str(folder.tensorboard))
 
 
-def _log_epoch(run_dir: Path, row: dict, epoch_archs: list[list[Arch]], epoch: int, writer, show: bool) -> None:
-    folder = RunFolder(run_dir)
+def _log_epoch(folder: RunFolder, row: dict, epoch_archs: list[list[Arch]], epoch: int, writer, show: bool) -> None:
     _write_metrics(folder.metrics, row)
     with folder.trained_archs.open("a") as handle:
         for step, archs in enumerate(epoch_archs):
