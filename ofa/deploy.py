@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
@@ -38,11 +38,13 @@ from predictors.dataset import read_arch_csv
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ofa.evaluate import Evaluation
     from predictors.models import Predictor
 
 __all__ = [
     "PARETO_COLUMNS",
     "ChosenSubnet",
+    "MeasurableRun",
     "export_from_run",
     "find_predictor",
     "pareto_figure",
@@ -193,8 +195,25 @@ def _measured(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float, floa
 # ----------------------------------------------------------------------------------------------------
 
 
+class MeasurableRun(Protocol):
+    """What search needs from a run: where it lives, its space and classes, and a measurement of an arch
+    inside the supernet (BN recalibrated) on ``val`` or ``test``."""
+
+    run_dir: Path
+    space: SearchSpace
+
+    @property
+    def num_classes(self) -> int:
+        """Classifier outputs."""
+        ...
+
+    def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
+        """Accuracy and loss of ``arch`` on ``split``."""
+        ...
+
+
 def search_run(
-    run: Any,
+    run: MeasurableRun,
     budgets: Sequence[float | str],
     predictor: Predictor,
     settings: SearchSettings | None = None,
@@ -210,8 +229,7 @@ def search_run(
     never gets worse as the budget grows.
 
     Args:
-        run: a :class:`ofa.runs.LoadedRun` (anything with ``run_dir``, ``space``, ``num_classes`` and
-            ``evaluate(arch, split)``).
+        run: a :class:`ofa.runs.LoadedRun`, or anything :class:`MeasurableRun` describes.
         budgets: MMACs (or strings such as ``"5M"``).
         predictor: the fitted accuracy predictor (the search objective).
         settings: evolution settings (default :class:`SearchSettings`).
@@ -225,13 +243,39 @@ def search_run(
     Raises:
         ValueError: a malformed budget, one below the smallest subnet (its MMACs named), or bad settings.
     """
-    from tqdm import tqdm
-
     if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings = SearchSettings() if settings is None else settings
+    result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes)
+    chosen = _choose_measured(run, result, predictor, finalists, progress)
+    summary = {
+        "space": run.space.name,
+        "num_classes": run.num_classes,
+        "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
+        "finalists_per_budget": finalists,
+        "chosen": [subnet.to_dict() for subnet in chosen],
+        "search": _without_wall_time(result.to_dict(top=finalists)),
+    }
+    folder = RunFolder(run.run_dir)
+    _write_result(folder.pareto_json, json.dumps(summary, indent=1) + "\n")
+    _write_result(folder.pareto_csv, _pareto_csv(chosen))
+    if plot:
+        cloud = _random_cloud(run.space, run.num_classes, predictor)
+        measured = _measured(run.run_dir, run.space)
+        figure = pareto_figure(chosen, result, cloud, measured, run.space, run.num_classes)
+        folder.search_folder.mkdir(parents=True, exist_ok=True)
+        figure.savefig(folder.pareto_plot, dpi=120)
+    return chosen, summary
+
+
+def _choose_measured(
+    run: MeasurableRun, result: MultiBudgetResult, predictor: Predictor, finalists: int, progress: bool
+) -> list[ChosenSubnet]:
+    """Per budget (in the given order): the best val accuracy among its finalists, measured now, and every
+    arch already measured within it; its test accuracy measured once."""
+    from tqdm import tqdm
+
     space, num_classes = run.space, run.num_classes
-    result = search_budgets(space, predictor.predict, budgets, settings, num_classes)
     known = _measured(run.run_dir, space)
     picks: dict[int, ChosenSubnet] = {}
     bar = tqdm(total=len(result.budgets) * finalists, desc="evaluate finalists", disable=not progress, leave=False)
@@ -243,14 +287,13 @@ def search_run(
             if arch not in known:
                 known[arch] = (run.evaluate(arch, "val").accuracy, None)
             bar.update(1)
-        # candidates: the finalists and every arch already measured within the budget
         pool = list(known)
         costs = count_macs_many(space, pool, num_classes) / 1e6
         pool = [arch for arch, cost in zip(pool, costs) if cost <= budget + BUDGET_TOLERANCE]
         costs = costs[costs <= budget + BUDGET_TOLERANCE]
         predicted = predictor.predict(pool)
         best = max(range(len(pool)), key=lambda i: (known[pool[i]][0], -costs[i], predicted[i]))
-        arch, val_acc, test_acc = pool[best], known[pool[best]][0], known[pool[best]][1]
+        arch, (val_acc, test_acc) = pool[best], known[pool[best]]
         if test_acc is None:
             test_acc = run.evaluate(arch, "test").accuracy
             known[arch] = (val_acc, test_acc)
@@ -263,25 +306,8 @@ def search_run(
             val_acc=float(val_acc),
             test_acc=float(test_acc),
         )
-    chosen = [picks[position] for position in range(len(result.budgets))]
     bar.close()
-    summary = {
-        "space": space.name,
-        "num_classes": num_classes,
-        "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
-        "finalists_per_budget": finalists,
-        "chosen": [subnet.to_dict() for subnet in chosen],
-        "search": _without_wall_time(result.to_dict(top=finalists)),
-    }
-    folder = RunFolder(run.run_dir)
-    _write_result(folder.pareto_json, json.dumps(summary, indent=1) + "\n")
-    _write_result(folder.pareto_csv, _pareto_csv(chosen))
-    if plot:
-        cloud = _random_cloud(space, num_classes, predictor)
-        figure = pareto_figure(chosen, result, cloud, _measured(run.run_dir, space), space, num_classes)
-        folder.search_folder.mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder.pareto_plot, dpi=120)
-    return chosen, summary
+    return [picks[position] for position in range(len(result.budgets))]
 
 
 def _without_wall_time(data: Any) -> Any:

@@ -111,10 +111,34 @@ def export_subnet(
     space.validate(arch)
     mean_list = _channel_values(mean, "mean", space.input_channels, positive=False)
     std_list = _channel_values(std, "std", space.input_channels, positive=True)
-    metadata_dict = _check_metadata(metadata)
+    info = _export_info(space, arch, num_classes, mean_list, std_list, _check_metadata(metadata))
     state = _checked_state(model, space, arch, num_classes)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
+        info["weights"] = _write_weights(state, staging / WEIGHTS_FILE)
+        info["onnx"] = _write_onnx(model, staging / ONNX_FILE, space.input_channels, arch.resolution) if onnx else None
+        arch_path = staging / ARCH_FILE
+        arch_path.write_text(json.dumps(info, indent=2) + "\n")
+        _fsync(arch_path)
+        _move_into_place(staging, out_dir, force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _export_info(
+    space: SearchSpace,
+    arch: Arch,
+    num_classes: int,
+    mean: list[float],
+    std: list[float],
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """``arch.json``'s content before the files are written: arch, input contract, counts, metadata, space."""
     macs = count_macs(space, arch, num_classes)
-    info: dict[str, Any] = {
+    return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "space": space.name,
@@ -123,8 +147,8 @@ def export_subnet(
         "input": {
             "resolution": arch.resolution,
             "channels": space.input_channels,
-            "mean": mean_list,
-            "std": std_list,
+            "mean": mean,
+            "std": std,
             "layout": (
                 "NCHW, values in [0, 1], resized (bilinear, antialiased when downsampling) to resolution, "
                 "then (x - mean) / std"
@@ -134,35 +158,23 @@ def export_subnet(
         "macs": macs,
         "mmacs": macs / 1e6,
         "params": count_params(space, arch, num_classes),
-        "metadata": metadata_dict,
+        "metadata": metadata,
         "space_definition": space.to_dict(),
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
-        weights_path = staging / WEIGHTS_FILE
-        save_file(state, str(weights_path), metadata={"format": EXPORT_FORMAT})
-        weights_path.chmod(0o644)  # safetensors writes owner-only files; the export is an ordinary folder
-        _fsync(weights_path)
-        info["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights_path)}
-        info["onnx"] = None
-        if onnx:
-            onnx_path = staging / ONNX_FILE
-            difference = _export_onnx(model, onnx_path, space.input_channels, arch.resolution)
-            info["onnx"] = {
-                "file": ONNX_FILE,
-                "sha256": _sha256(onnx_path),
-                "opset": ONNX_OPSET,
-                "max_abs_diff": difference,
-            }
-        arch_path = staging / ARCH_FILE
-        arch_path.write_text(json.dumps(info, indent=2) + "\n")
-        _fsync(arch_path)
-        _move_into_place(staging, out_dir, force)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+
+
+def _write_weights(state: dict[str, torch.Tensor], path: Path) -> dict[str, str]:
+    """Write the safetensors file (fsynced, world-readable); returns its ``arch.json`` entry."""
+    save_file(state, str(path), metadata={"format": EXPORT_FORMAT})
+    path.chmod(0o644)  # safetensors writes owner-only files; the export is an ordinary folder
+    _fsync(path)
+    return {"file": path.name, "sha256": _sha256(path)}
+
+
+def _write_onnx(model: StaticNet, path: Path, channels: int, resolution: int) -> dict[str, Any]:
+    """Write and check ``model.onnx``; returns its ``arch.json`` entry."""
+    difference = _export_onnx(model, path, channels, resolution)
+    return {"file": path.name, "sha256": _sha256(path), "opset": ONNX_OPSET, "max_abs_diff": difference}
 
 
 def check_export_target(out_dir: str | Path, force: bool) -> None:

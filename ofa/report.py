@@ -6,10 +6,13 @@ import csv
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ofa.runfolder import RunFolder
 from ofa.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from ofa.pipeline import PipelineResult
 
 __all__ = ["format_rows", "plot_predictor", "plot_training", "write_report"]
 
@@ -136,7 +139,7 @@ def _finetuned_note(rows: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def write_report(run_dir: Path, result: Any, holdout: dict[str, Any], config: TrainConfig) -> Path:
+def write_report(run_dir: Path, result: PipelineResult, holdout: dict[str, Any], config: TrainConfig) -> Path:
     """Write ``RUN/report/`` for a finished :func:`ofa.pipeline.run_pipeline`; returns ``report.md``'s path."""
     run = RunFolder(run_dir)
     folder = run.report_folder
