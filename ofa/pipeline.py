@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,10 @@ from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
 from ofa.space import SearchSpace
 from ofa.train_config import TrainConfig, load_train_config
+
+if TYPE_CHECKING:
+    from ofa.runs import LoadedRun
+    from predictors.dataset import ArchRecord
 
 __all__ = [
     "DEFAULT_RUN_CONFIG",
@@ -181,7 +186,6 @@ def _run_stages(
     config: TrainConfig, settings: PipelineSettings, budgets: list[float], result: PipelineResult, show: bool
 ) -> PipelineResult:
     """The pipeline's six stages on the locked run folder."""
-    from ofa.archdata import measure_to_csv, spread_archs
     from ofa.deploy import search_run
     from ofa.report import write_report
     from ofa.runs import load_run
@@ -199,21 +203,7 @@ def _run_stages(
     lap("train")
 
     run = load_run(config.run_dir, "latest")  # the final weights (see ofa.runs.load_run)
-    space, num_classes = run.space, run.num_classes
-    _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
-    archs = spread_archs(space, settings.num_archs, num_classes, settings.seed)
-    records = measure_to_csv(
-        RunFolder(run.run_dir).arch_data,
-        run.supernet,
-        archs,
-        run.calibration_images,
-        run.val_loader,
-        run.test_loader,
-        run.config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
-        progress=show,
-        source=run.measurement_source,  # a longer training (more epochs) makes the old rows stale
-    )
-    records = [record for record in records if record.seed == run.config.calibration.seed]
+    records = _measure_spread(run, settings, show)
     lap("evaluate")
 
     _say("[3/6] fitting the accuracy predictor (a held-out quarter scores it first)")
@@ -249,6 +239,27 @@ def _run_stages(
         json.dumps({"rows": result.rows, "stage_seconds": result.stage_seconds}, indent=1)
     )
     return result
+
+
+def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> list[ArchRecord]:
+    """Stage 2: ``settings.num_archs`` archs spread over the FLOPs range measured into ``RUN/archs.csv``
+    (rows made on these weights are reused); returns the rows of the run's own calibration seed."""
+    from ofa.archdata import measure_to_csv, spread_archs
+
+    _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
+    archs = spread_archs(run.space, settings.num_archs, run.num_classes, settings.seed)
+    records = measure_to_csv(
+        RunFolder(run.run_dir).arch_data,
+        run.supernet,
+        archs,
+        run.calibration_images,
+        run.val_loader,
+        run.test_loader,
+        run.config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
+        progress=show,
+        source=run.measurement_source,  # a longer training (more epochs) makes the old rows stale
+    )
+    return [record for record in records if record.seed == run.config.calibration.seed]
 
 
 def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
