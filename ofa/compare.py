@@ -13,11 +13,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ofa.pareto import hypervolume, pareto_front
 from ofa.runfolder import RunFolder
+
+if TYPE_CHECKING:
+    from ofa.space import Arch
+    from ofa.train_config import TrainConfig
 
 __all__ = ["VARIANTS", "Comparison", "compare_samplers", "format_comparison"]
 
@@ -73,11 +78,10 @@ def compare_samplers(
     """Train each variant (same config, seed and steps), measure the same archs in each, compare the fronts."""
     import sys
 
-    from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.archdata import spread_archs
     from ofa.budget import check_budget
     from ofa.flops import count_macs_many
-    from ofa.pipeline import default_budgets, train_or_continue
-    from ofa.runs import load_run
+    from ofa.pipeline import default_budgets
     from ofa.space import load_space
     from ofa.train_config import load_train_config
     from ofa.trainer import build_data
@@ -100,37 +104,44 @@ def compare_samplers(
     budgets = [check_budget(space, budget, num_classes) for budget in budgets] if budgets else None
     budgets = budgets or default_budgets(space, num_classes, 4)
     archs = spread_archs(space, num_archs, num_classes, seed)
-    results: list[VariantResult] = []
-    for name, config in configs.items():
-        val_max, val_min = train_or_continue(config, show, f"[{name}] ")
-        run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
-        records = measure_to_csv(
-            RunFolder(config.run_dir).compare_arch_data,
-            run.supernet,
-            archs,
-            run.calibration_images,
-            run.val_loader,
-            run.test_loader,
-            config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
-            progress=show,
-        )
-        by_arch = {record.arch: record for record in records if record.seed == config.calibration.seed}
-        chosen = [by_arch[arch] for arch in archs]
-        results.append(
-            VariantResult(
-                name=name,
-                mmacs=np.array([record.mmacs for record in chosen]),
-                val_acc=np.array([record.val_acc for record in chosen]),
-                test_acc=np.array([record.test_acc for record in chosen]),
-                val_loss=np.array([record.val_loss for record in chosen]),
-                val_acc_max=val_max,
-                val_acc_min=val_min,
-            )
-        )
+    results = [_train_and_measure(name, config, archs, show) for name, config in configs.items()]
     floor = min(float(result.val_acc.min()) for result in results)
     comparison = Comparison(list(budgets), (high, floor), results)
     _write(out_dir, comparison)
     return comparison
+
+
+def _train_and_measure(name: str, config: TrainConfig, archs: Sequence[Arch], show: bool) -> VariantResult:
+    """Train one variant (or keep its finished run) and measure ``archs`` in its final weights (rows measured
+    on other weights are re-measured)."""
+    from ofa.archdata import measure_to_csv
+    from ofa.pipeline import train_or_continue
+    from ofa.runs import load_run
+
+    val_max, val_min = train_or_continue(config, show, f"[{name}] ")
+    run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
+    records = measure_to_csv(
+        RunFolder(config.run_dir).compare_arch_data,
+        run.supernet,
+        archs,
+        run.calibration_images,
+        run.val_loader,
+        run.test_loader,
+        config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
+        progress=show,
+        source=run.measurement_source,
+    )
+    by_arch = {record.arch: record for record in records if record.seed == config.calibration.seed}
+    chosen = [by_arch[arch] for arch in archs]
+    return VariantResult(
+        name=name,
+        mmacs=np.array([record.mmacs for record in chosen]),
+        val_acc=np.array([record.val_acc for record in chosen]),
+        test_acc=np.array([record.test_acc for record in chosen]),
+        val_loss=np.array([record.val_loss for record in chosen]),
+        val_acc_max=val_max,
+        val_acc_min=val_min,
+    )
 
 
 def _rows(comparison: Comparison) -> list[list[str]]:
