@@ -72,6 +72,48 @@ def _check_keys(data: Any, where: str, required: set[str], optional: set[str] = 
 LARGEST_VALUE = 100_000  # sanity bound on any width, resolution, depth, kernel or ratio of a space or arch
 
 
+def _stem_spec(data: Any, where: str) -> StemSpec:
+    """The stem of a space's plain data (``where`` names it in errors)."""
+    data = _check_keys(data, where, {"width", "kernel_size", "stride", "activation"})
+    return StemSpec(
+        width=_choices(data["width"], f"{where}.width"),
+        kernel_size=_odd(data["kernel_size"], f"{where}.kernel_size"),
+        stride=_stride(data["stride"], f"{where}.stride"),
+        activation=_enum(data["activation"], f"{where}.activation", ACTIVATIONS),
+    )
+
+
+def _stage_spec(data: Any, index: int, where: str) -> StageSpec:
+    """Stage ``index`` of a space's plain data."""
+    data = _check_keys(
+        data, where, {"width", "depth", "kernel_size", "expand_ratio", "stride", "se", "activation"}, {"name"}
+    )
+    kernels = _choices(data["kernel_size"], f"{where}.kernel_size")
+    for kernel in kernels:
+        _odd(kernel, f"{where}.kernel_size")
+    return StageSpec(
+        name=_name(data.get("name", f"stage{index + 1}"), f"{where}.name"),
+        width=_choices(data["width"], f"{where}.width"),
+        depth=_choices(data["depth"], f"{where}.depth"),
+        kernel_size=kernels,
+        expand_ratio=_choices(data["expand_ratio"], f"{where}.expand_ratio", kind="number"),
+        stride=_stride(data["stride"], f"{where}.stride"),
+        se=_bool(data["se"], f"{where}.se"),
+        activation=_enum(data["activation"], f"{where}.activation", ACTIVATIONS),
+    )
+
+
+def _head_spec(data: Any, where: str) -> HeadSpec:
+    """The head of a space's plain data."""
+    data = _check_keys(data, where, {"width", "expand_ratio", "bias", "activation"})
+    return HeadSpec(
+        width=_choices(data["width"], f"{where}.width"),
+        expand_ratio=_number(data["expand_ratio"], f"{where}.expand_ratio"),
+        bias=_bool(data["bias"], f"{where}.bias"),
+        activation=_enum(data["activation"], f"{where}.activation", ACTIVATIONS),
+    )
+
+
 def _int(value: Any, where: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
@@ -280,46 +322,11 @@ class SearchSpace:
         )
         if not isinstance(top["name"], str) or not top["name"]:
             raise ValueError(f"{source}.name: expected a non-empty string, got {top['name']!r}")
-        stem_data = _check_keys(top["stem"], f"{source}.stem", {"width", "kernel_size", "stride", "activation"})
-        stem = StemSpec(
-            width=_choices(stem_data["width"], f"{source}.stem.width"),
-            kernel_size=_odd(stem_data["kernel_size"], f"{source}.stem.kernel_size"),
-            stride=_stride(stem_data["stride"], f"{source}.stem.stride"),
-            activation=_enum(stem_data["activation"], f"{source}.stem.activation", ACTIVATIONS),
-        )
         if not isinstance(top["stages"], list) or not top["stages"]:
             raise ValueError(f"{source}.stages: expected a non-empty list of stages, got {top['stages']!r}")
-        stages = []
-        for index, stage_data in enumerate(top["stages"]):
-            where = f"{source}.stages[{index}]"
-            stage_data = _check_keys(
-                stage_data,
-                where,
-                {"width", "depth", "kernel_size", "expand_ratio", "stride", "se", "activation"},
-                {"name"},
-            )
-            kernels = _choices(stage_data["kernel_size"], f"{where}.kernel_size")
-            for kernel in kernels:
-                _odd(kernel, f"{where}.kernel_size")
-            stages.append(
-                StageSpec(
-                    name=_name(stage_data.get("name", f"stage{index + 1}"), f"{where}.name"),
-                    width=_choices(stage_data["width"], f"{where}.width"),
-                    depth=_choices(stage_data["depth"], f"{where}.depth"),
-                    kernel_size=kernels,
-                    expand_ratio=_choices(stage_data["expand_ratio"], f"{where}.expand_ratio", kind="number"),
-                    stride=_stride(stage_data["stride"], f"{where}.stride"),
-                    se=_bool(stage_data["se"], f"{where}.se"),
-                    activation=_enum(stage_data["activation"], f"{where}.activation", ACTIVATIONS),
-                )
-            )
-        head_data = _check_keys(top["head"], f"{source}.head", {"width", "expand_ratio", "bias", "activation"})
-        head = HeadSpec(
-            width=_choices(head_data["width"], f"{source}.head.width"),
-            expand_ratio=_number(head_data["expand_ratio"], f"{source}.head.expand_ratio"),
-            bias=_bool(head_data["bias"], f"{source}.head.bias"),
-            activation=_enum(head_data["activation"], f"{source}.head.activation", ACTIVATIONS),
-        )
+        stem = _stem_spec(top["stem"], f"{source}.stem")
+        stages = [_stage_spec(data, index, f"{source}.stages[{index}]") for index, data in enumerate(top["stages"])]
+        head = _head_spec(top["head"], f"{source}.head")
         description = top.get("description", "")
         if not isinstance(description, str):
             raise ValueError(f"{source}.description: expected a string, got {description!r}")
