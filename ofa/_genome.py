@@ -231,51 +231,11 @@ class Genome:
     # --- MACs ----------------------------------------------------------------------------------------
 
     def _build_mac_tables(self) -> None:
-        space, stages = self.space, self.space.stages
-        n_stages, max_depth = len(stages), max(max(stage.depth) for stage in stages)
-        smallest = space.min_arch()
-        # stem + head, indexed by (resolution, stem width, last stage width, head width)
-        base_shape = (len(space.resolution), len(space.stem.width), len(stages[-1].width), len(space.head.width))
-        base = np.zeros(base_shape, dtype=np.int64)
-        for index in itertools.product(*(range(size) for size in base_shape)):
-            width = list(smallest.width)
-            width[0], width[-2], width[-1] = (
-                space.stem.width[index[1]],
-                stages[-1].width[index[2]],
-                space.head.width[index[3]],
-            )
-            arch = dataclasses.replace(smallest, resolution=space.resolution[index[0]], width=tuple(width))
-            layout = network_layout(space, arch, self.num_classes)
-            base[index] = layout_macs(dataclasses.replace(layout, blocks=()))
-        self._base = base
-        # block (stage s, slot b): indexed by (resolution, input width, output width, kernel, expand)
-        tables, shapes = [], []
-        for s, stage in enumerate(stages):
-            input_widths = space.width_choices[s]
-            shape = (
-                len(space.resolution),
-                len(input_widths),
-                len(stage.width),
-                len(stage.kernel_size),
-                len(stage.expand_ratio),
-            )
-            table = np.zeros((max_depth, *shape), dtype=np.int64)
-            for index in itertools.product(*(range(size) for size in shape)):
-                width = list(smallest.width)
-                width[s], width[s + 1] = input_widths[index[1]], stage.width[index[2]]
-                depth = list(smallest.depth)
-                depth[s] = max(stage.depth)
-                kernels, expands = list(smallest.kernel_size), list(smallest.expand_ratio)
-                kernels[s] = (stage.kernel_size[index[3]],) * depth[s]
-                expands[s] = (stage.expand_ratio[index[4]],) * depth[s]
-                arch = Arch(space.resolution[index[0]], tuple(width), tuple(depth), tuple(kernels), tuple(expands))
-                layout = network_layout(space, arch, self.num_classes)
-                empty = layout_macs(dataclasses.replace(layout, blocks=()))
-                for block in layout.blocks:
-                    if block.stage == s:
-                        table[(block.index, *index)] = layout_macs(dataclasses.replace(layout, blocks=(block,))) - empty
-            tables.append(table)
-            shapes.append(shape)
+        stages = self.space.stages
+        n_stages = len(stages)
+        self._base = self._base_mac_table()
+        tables = [self._stage_mac_table(s) for s in range(n_stages)]
+        shapes = [table.shape[1:] for table in tables]
         # one flat table; per (stage, block) position an offset and the strides of its five indices
         offsets, strides, flat, start = [], [], [], 0
         positions = [(s, b) for s in range(n_stages) for b in range(max(stages[s].depth))]
@@ -296,6 +256,55 @@ class Genome:
         self._position_expand = self.expand_columns[self._position_stage, slot]
         self._position_input = self.width_columns[self._position_stage]
         self._position_output = self.width_columns[self._position_stage + 1]
+
+    def _base_mac_table(self) -> np.ndarray:
+        """Stem + head MACs, indexed by (resolution, stem width, last stage width, head width)."""
+        space, stages = self.space, self.space.stages
+        smallest = space.min_arch()
+        base_shape = (len(space.resolution), len(space.stem.width), len(stages[-1].width), len(space.head.width))
+        base = np.zeros(base_shape, dtype=np.int64)
+        for index in itertools.product(*(range(size) for size in base_shape)):
+            width = list(smallest.width)
+            width[0], width[-2], width[-1] = (
+                space.stem.width[index[1]],
+                stages[-1].width[index[2]],
+                space.head.width[index[3]],
+            )
+            arch = dataclasses.replace(smallest, resolution=space.resolution[index[0]], width=tuple(width))
+            layout = network_layout(space, arch, self.num_classes)
+            base[index] = layout_macs(dataclasses.replace(layout, blocks=()))
+        return base
+
+    def _stage_mac_table(self, s: int) -> np.ndarray:
+        """MACs of stage ``s``'s blocks, indexed by (block, resolution, input width, output width, kernel,
+        expand); every block slot up to the largest depth of any stage."""
+        space, stage = self.space, self.space.stages[s]
+        smallest = space.min_arch()
+        max_depth = max(max(other.depth) for other in space.stages)
+        input_widths = space.width_choices[s]
+        shape = (
+            len(space.resolution),
+            len(input_widths),
+            len(stage.width),
+            len(stage.kernel_size),
+            len(stage.expand_ratio),
+        )
+        table = np.zeros((max_depth, *shape), dtype=np.int64)
+        for index in itertools.product(*(range(size) for size in shape)):
+            width = list(smallest.width)
+            width[s], width[s + 1] = input_widths[index[1]], stage.width[index[2]]
+            depth = list(smallest.depth)
+            depth[s] = max(stage.depth)
+            kernels, expands = list(smallest.kernel_size), list(smallest.expand_ratio)
+            kernels[s] = (stage.kernel_size[index[3]],) * depth[s]
+            expands[s] = (stage.expand_ratio[index[4]],) * depth[s]
+            arch = Arch(space.resolution[index[0]], tuple(width), tuple(depth), tuple(kernels), tuple(expands))
+            layout = network_layout(space, arch, self.num_classes)
+            empty = layout_macs(dataclasses.replace(layout, blocks=()))
+            for block in layout.blocks:
+                if block.stage == s:
+                    table[(block.index, *index)] = layout_macs(dataclasses.replace(layout, blocks=(block,))) - empty
+        return table
 
     def macs(self, rows: np.ndarray) -> np.ndarray:
         """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""

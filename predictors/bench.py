@@ -92,6 +92,23 @@ def _positive_ints(values: Sequence[int], what: str, minimum: int = 1) -> list[i
     return [int(value) for value in values]
 
 
+def _checked_data(
+    data: Sequence[ArchRecord] | tuple[Sequence[Arch], ArrayLike], space: SearchSpace, target: str
+) -> tuple[list[Arch], np.ndarray]:
+    """Distinct archs of ``space`` and their finite targets (higher = better)."""
+    if isinstance(data, tuple):
+        archs, values = list(data[0]), np.asarray(data[1], dtype=np.float64).ravel()
+    else:
+        archs, values = [record.arch for record in data], target_values(data, target)
+    if len(archs) != values.size:
+        raise ValueError(f"got {len(archs)} archs but {values.size} targets")
+    if not np.isfinite(values).all():
+        raise ValueError("targets must be finite (no NaN or inf)")
+    for arch in archs:
+        space.validate(arch)
+    return _unique_archs(archs, values)
+
+
 def run_benchmark(
     data: Sequence[ArchRecord] | tuple[Sequence[Arch], ArrayLike],
     space: SearchSpace,
@@ -121,17 +138,7 @@ def run_benchmark(
     Raises:
         ValueError: unknown predictor, sizes that do not fit the data, or bad data.
     """
-    if isinstance(data, tuple):
-        archs, values = list(data[0]), np.asarray(data[1], dtype=np.float64).ravel()
-    else:
-        archs, values = [record.arch for record in data], target_values(data, target)
-    if len(archs) != values.size:
-        raise ValueError(f"got {len(archs)} archs but {values.size} targets")
-    if not np.isfinite(values).all():
-        raise ValueError("targets must be finite (no NaN or inf)")
-    for arch in archs:
-        space.validate(arch)
-    archs, values = _unique_archs(archs, values)
+    archs, values = _checked_data(data, space, target)
     predictors = list(predictors)
     if not predictors:
         raise ValueError("predictors: give at least one registered predictor name")
@@ -151,8 +158,7 @@ def run_benchmark(
     test_index, pool_index = order[:test_size], order[test_size:]
     test_archs, test_values = [archs[i] for i in test_index], values[test_index]
     k = min(top_k, test_size)
-    rows = []
-    total = len(predictors) * len(train_sizes) * len(seeds)
+    rows, total = [], len(predictors) * len(train_sizes) * len(seeds)
     with tqdm(total=total, desc="predictor benchmark", disable=None if progress else True, leave=False) as bar:
         for seed in seeds:
             sample = np.random.default_rng([split_seed, seed]).permutation(pool_index)
