@@ -2,10 +2,10 @@
 
 The analytic counter (``ofa.flops``) follows the once-for-all / AttentiveNAS convention (MACs of conv and
 linear layers at batch 1). Measured in one run on seeded random archs: archs per second of
-``count_macs`` (one arch per call, in a loop), of ``count_macs_many`` (one vectorised call for many
-archs) and of fvcore's ``FlopCountAnalysis`` of the static model at batch 1, with and without building
+``count_macs`` (one arch per call, in a loop), of ``count_macs_many`` (one call for many archs, the same
+tabulated plan) and of fvcore's ``FlopCountAnalysis`` of the static model at batch 1, with and without building
 the static model (``StaticNet(network_layout(...))``) first. Goals: single >= 10,000x fvcore;
-vectorised >= 100,000 archs/s.
+many >= 100,000 archs/s.
 
 Run: ``python -m benchmarks.bench_counter``.
 """

@@ -12,15 +12,13 @@ on the resolution, its input and output widths, its position (first of its stage
 size and its expand ratio, so the plan tabulates those terms once per space (with the same per-block
 formulas as the layout count) and an arch costs a few dictionary look-ups. Whatever the fast path cannot
 vouch for goes through ``network_layout``, which validates and raises the usual ``ValueError``.
-``count_macs_many``/``count_params_many`` count many archs at once with numpy, block position by block
-position, after converting and validating all archs as arrays.
+``count_macs_many``/``count_params_many`` count many archs with the same plan: one formula per layer in the
+whole project (the search's MAC tables in ``ofa._genome`` are built from ``layout_macs`` too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import chain, product, repeat
-from operator import attrgetter
 
 import numpy as np
 
@@ -124,11 +122,10 @@ _Tables = tuple[dict, tuple[dict, ...], dict]
 class _Plan:
     """Tabulated MAC and parameter terms of one space, keyed by resolution (params: same for all)."""
 
-    __slots__ = ("_stage_tuples", "depths", "macs", "num_stages", "params", "per_stage", "space")
+    __slots__ = ("depths", "macs", "num_stages", "params", "per_stage", "space")
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        self._stage_tuples: tuple[_StageTuples | None, _StageTuples | None] | None = None
         self.num_stages = len(space.stages)
         self.per_stage = space.granularity == "per_stage"
         self.depths = tuple(frozenset(stage.depth) for stage in space.stages)
@@ -137,15 +134,6 @@ class _Plan:
             self.macs[resolution] = _tables(space, resolution, _stem_macs, _block_macs, _head_macs)
         params = _tables(space, space.resolution[0], _stem_params, _block_params, _head_params)
         self.params: dict[int, _Tables] = dict.fromkeys(space.resolution, params)
-
-    def stage_tuples(self) -> tuple[_StageTuples | None, _StageTuples | None]:
-        """Numbered stage tuples of kernel size and expand ratio (None for a field with too many), built once."""
-        if self._stage_tuples is None:
-            self._stage_tuples = tuple(
-                _StageTuples(self.space, field) if _StageTuples.fits(self.space, field) else None
-                for field in ("kernel_size", "expand_ratio")
-            )
-        return self._stage_tuples
 
 
 def _block(
@@ -298,200 +286,31 @@ def count_params(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLAS
 
 
 # ----------------------------------------------------------------------------------------------------
-# vectorised counting
+# many archs: the same plan, arch by arch (as fast as a separate numpy formula was, and no second formula)
 # ----------------------------------------------------------------------------------------------------
 
 
-def _make_divisible(values: np.ndarray) -> np.ndarray:
-    rounded = np.maximum(8, (values + 4) // 8 * 8)
-    return np.where(rounded < 0.9 * values, rounded + 8, rounded)
-
-
-def _strided(sizes: np.ndarray, stride: int) -> np.ndarray:
-    return (sizes + 1) // 2 if stride == 2 else sizes
-
-
-_Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
-def _as_arrays_one_by_one(space: SearchSpace, archs: Sequence[Arch]) -> _Arrays:
-    """Validate and convert arch by arch: raises the first invalid arch's ``ValueError``."""
-    n_stages = len(space.stages)
-    max_depth = max(max(stage.depth) for stage in space.stages)
-    count = len(archs)
-    resolution = np.empty(count, dtype=np.int64)
-    width = np.empty((count, n_stages + 2), dtype=np.int64)
-    depth = np.empty((count, n_stages), dtype=np.int64)
-    kernel = np.zeros((count, n_stages, max_depth), dtype=np.int64)
-    expand = np.zeros((count, n_stages, max_depth), dtype=np.float64)
+def _count_each(space: SearchSpace, archs: Sequence[Arch], num_classes: int, params: bool) -> np.ndarray:
+    """The plan's count of every arch; an arch the plan cannot vouch for goes through the single-arch path,
+    which validates it (and raises)."""
+    _check_classes(num_classes)
+    plan = _plan(space)
+    tables, single = (plan.params, count_params) if params else (plan.macs, count_macs)
+    counts = np.empty(len(archs), dtype=np.int64)
     for row, arch in enumerate(archs):
-        space.validate(arch)
-        resolution[row] = arch.resolution
-        width[row] = arch.width
-        depth[row] = arch.depth
-        for stage_index, (kernels, expands) in enumerate(zip(arch.kernel_size, arch.expand_ratio)):
-            kernel[row, stage_index, : len(kernels)] = kernels
-            expand[row, stage_index, : len(expands)] = expands
-    return resolution, width, depth, kernel, expand
-
-
-def _numbers(values: object, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``values`` as a float64 array of ``shape``, or None when ragged or not made of numbers."""
-    array = np.asarray(values)
-    if array.shape != shape or array.dtype.kind not in "biuf":
-        return None
-    return array.astype(np.float64, copy=False)
-
-
-def _in(values: np.ndarray, choices: tuple) -> np.ndarray:
-    return np.isin(values, np.asarray(choices, dtype=np.float64))
-
-
-# Spaces whose per-block choices make more distinct stage tuples than this convert arch by arch.
-_MAX_STAGE_TUPLES = 50_000
-
-
-class _StageTuples:
-    """Every valid per-stage tuple of one per-block field (kernel size or expand ratio), numbered.
-
-    ``number`` maps a stage tuple to its row; ``allowed[s, row]`` says whether stage ``s`` allows it;
-    ``lengths[row]`` is its depth and ``values[row]`` the tuple padded with 0 to the largest depth.
-    """
-
-    def __init__(self, space: SearchSpace, field: str) -> None:
-        per_stage = space.granularity == "per_stage"
-        stage_sets = []
-        for stage in space.stages:
-            choices = getattr(stage, field)
-            if per_stage:
-                tuples = [(choice,) * depth for depth in stage.depth for choice in choices]
-            else:
-                tuples = [combo for depth in stage.depth for combo in product(choices, repeat=depth)]
-            stage_sets.append(set(tuples))
-        self.number = {stage_tuple: row for row, stage_tuple in enumerate(set().union(*stage_sets))}
-        max_depth = max(max(stage.depth) for stage in space.stages)
-        self.allowed = np.zeros((len(space.stages), len(self.number)), dtype=bool)
-        self.lengths = np.zeros(len(self.number), dtype=np.int64)
-        self.values = np.zeros((len(self.number), max_depth), dtype=np.float64)
-        for stage_tuple, row in self.number.items():
-            self.lengths[row] = len(stage_tuple)
-            self.values[row, : len(stage_tuple)] = stage_tuple
-            for stage_index, tuples in enumerate(stage_sets):
-                self.allowed[stage_index, row] = stage_tuple in tuples
-
-    @staticmethod
-    def fits(space: SearchSpace, field: str) -> bool:
-        """Whether the space's stage tuples of ``field`` are few enough to number."""
-        if space.granularity == "per_stage":
-            return True
-        total = sum(len(getattr(stage, field)) ** depth for stage in space.stages for depth in stage.depth)
-        return total <= _MAX_STAGE_TUPLES
-
-    def convert(self, stages_of: list, depth: np.ndarray) -> np.ndarray | None:
-        """(N, S, D) values of the archs' stage tuples, or None when any tuple breaks a rule of the space."""
-        count, n_stages = depth.shape
-        if set(map(len, stages_of)) != {n_stages}:
-            return None
-        rows = np.fromiter(
-            map(self.number.get, chain.from_iterable(stages_of), repeat(-1)), dtype=np.int64, count=count * n_stages
-        ).reshape(count, n_stages)
-        if (rows < 0).any() or not self.allowed[np.arange(n_stages), rows].all():
-            return None
-        if not np.array_equal(self.lengths[rows], depth):
-            return None
-        return self.values[rows]
-
-
-def _as_arrays_at_once(space: SearchSpace, archs: Sequence[Arch]) -> _Arrays | None:
-    """Convert and validate all archs with a few numpy operations, or None when some arch is invalid."""
-    kernel_tuples, expand_tuples = _plan(space).stage_tuples()
-    if kernel_tuples is None or expand_tuples is None or not all(map(isinstance, archs, repeat(Arch))):
-        return None
-    count, n_stages = len(archs), len(space.stages)
-    resolution = _numbers(list(map(attrgetter("resolution"), archs)), (count,))
-    width = _numbers(list(map(attrgetter("width"), archs)), (count, n_stages + 2))
-    depth = _numbers(list(map(attrgetter("depth"), archs)), (count, n_stages))
-    if resolution is None or width is None or depth is None or not _in(resolution, space.resolution).all():
-        return None
-    if not all(_in(width[:, index], choices).all() for index, choices in enumerate(space.width_choices)):
-        return None
-    if not all(_in(depth[:, index], stage.depth).all() for index, stage in enumerate(space.stages)):
-        return None
-    kernel = kernel_tuples.convert(list(map(attrgetter("kernel_size"), archs)), depth)
-    expand = expand_tuples.convert(list(map(attrgetter("expand_ratio"), archs)), depth)
-    if kernel is None or expand is None:
-        return None
-    as_int = np.int64
-    return resolution.astype(as_int), width.astype(as_int), depth.astype(as_int), kernel.astype(as_int), expand
-
-
-def _as_arrays(space: SearchSpace, archs: Sequence[Arch]) -> _Arrays:
-    """Resolution (N,), width (N, S+2), depth (N, S), kernel and expand (N, S, D) padded with 0."""
-    if len(archs) > 0:
-        try:
-            arrays = _as_arrays_at_once(space, archs)
-        except (TypeError, ValueError, AttributeError, OverflowError):
-            arrays = None
-        if arrays is not None:
-            return arrays
-    return _as_arrays_one_by_one(space, archs)  # raises the first invalid arch's error
-
-
-def _count_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    resolution, width, depth, kernel, expand = _as_arrays(space, archs)
-    stem_size = _strided(resolution, space.stem.stride)
-    stem_k2 = space.stem.kernel_size**2
-    macs = space.input_channels * width[:, 0] * stem_k2 * stem_size**2
-    params = space.input_channels * width[:, 0] * stem_k2 + 2 * width[:, 0]
-    channels, size = width[:, 0].copy(), stem_size
-    for stage_index, stage in enumerate(space.stages):
-        out = width[:, stage_index + 1]
-        for block_index in range(max(stage.depth)):
-            active = depth[:, stage_index] > block_index
-            stride = stage.stride if block_index == 0 else 1
-            ratio = expand[:, stage_index, block_index]
-            k2 = kernel[:, stage_index, block_index] ** 2
-            has_expand = ratio != 1
-            mid = np.where(has_expand, _make_divisible(np.round(channels * ratio).astype(np.int64)), channels)
-            se = _make_divisible(mid // 4) if stage.se else np.zeros_like(mid)
-            out_size = _strided(size, stride)
-            area_in, area_out = size**2, out_size**2
-            projected = (channels != out) & (space.shortcut == "projected")
-            block_macs = (
-                has_expand * channels * mid * area_in
-                + mid * k2 * area_out
-                + 2 * mid * se
-                + mid * out * area_out
-                + projected * channels * out * area_out
-            )
-            block_params = (
-                has_expand * (channels * mid + 2 * mid)
-                + mid * k2
-                + 2 * mid
-                + (2 * mid * se + se + mid) * (se > 0)
-                + mid * out
-                + 2 * out
-                + projected * channels * out
-            )
-            macs = macs + np.where(active, block_macs, 0)
-            params = params + np.where(active, block_params, 0)
-            channels = np.where(active, out, channels)
-            size = np.where(active, out_size, size)
-    head_mid = _make_divisible(np.round(channels * space.head.expand_ratio).astype(np.int64))
-    head_out = width[:, -1]
-    macs = macs + channels * head_mid * size**2 + head_mid * head_out + head_out * num_classes
-    params = params + channels * head_mid + 2 * head_mid + head_mid * head_out + head_out * space.head.bias
-    params = params + head_out * num_classes + num_classes
-    return macs.astype(np.int64), params.astype(np.int64)
+        total = _tabulated_count(plan, tables, arch)
+        if total is None:
+            counts[row] = single(space, arch, num_classes)
+        else:
+            counts[row] = total + arch.width[-1] * num_classes + (num_classes if params else 0)
+    return counts
 
 
 def count_macs_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_CLASSES) -> np.ndarray:
-    """MACs of many archs at once (int64 array, same order)."""
-    _check_classes(num_classes)
-    return _count_many(space, archs, num_classes)[0]
+    """MACs of many archs (int64 array, same order); the first invalid arch raises its ``ValueError``."""
+    return _count_each(space, archs, num_classes, params=False)
 
 
 def count_params_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_CLASSES) -> np.ndarray:
-    """Parameters of many archs at once (int64 array, same order)."""
-    _check_classes(num_classes)
-    return _count_many(space, archs, num_classes)[1]
+    """Parameters of many archs (int64 array, same order)."""
+    return _count_each(space, archs, num_classes, params=True)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ofa.flops import count_macs, count_macs_many, count_params, count_params_many
+from ofa.flops import count_macs, count_macs_many, count_params, count_params_many, layout_macs, layout_params
+from ofa.layout import network_layout
 from ofa.space import Arch, SearchSpace, load_arch, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,8 @@ def spaces_for_counting() -> dict[str, SearchSpace]:
 
 @pytest.mark.parametrize("name", [*SPACE_NAMES, "odd"])
 @pytest.mark.parametrize("num_classes", [1000, 10])
-def test_many_equals_single(name: str, num_classes: int) -> None:
+def test_tabulated_counts_equal_the_layer_by_layer_count(name: str, num_classes: int) -> None:
+    """The per-space plan (tabulated terms) against walking the built layout layer by layer."""
     space = spaces_for_counting()[name]
     rng = random.Random(name)
     archs = [space.min_arch(), space.max_arch()] + [space.sample(rng) for _ in range(200)]
@@ -86,8 +88,9 @@ def test_many_equals_single(name: str, num_classes: int) -> None:
     params = count_params_many(space, archs, num_classes)
     assert macs.dtype == np.int64 and params.dtype == np.int64
     assert macs.shape == params.shape == (len(archs),)
-    assert macs.tolist() == [count_macs(space, arch, num_classes) for arch in archs]
-    assert params.tolist() == [count_params(space, arch, num_classes) for arch in archs]
+    layouts = [network_layout(space, arch, num_classes) for arch in archs]
+    assert macs.tolist() == [layout_macs(layout) for layout in layouts]
+    assert params.tolist() == [layout_params(layout) for layout in layouts]
 
 
 def test_many_of_no_archs_is_empty() -> None:
