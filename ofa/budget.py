@@ -11,7 +11,7 @@ import math
 import numbers
 import re
 
-from ofa.flops import count_macs_many
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many
 from ofa.space import SearchSpace
 
 __all__ = [
@@ -63,12 +63,12 @@ def parse_budgets(text: str) -> list[float]:
     return [parse_budget(item) for item in text.split(",")]
 
 
-def smallest_mmacs(space: SearchSpace, num_classes: int = 10) -> float:
+def smallest_mmacs(space: SearchSpace, num_classes: int = DEFAULT_NUM_CLASSES) -> float:
     """MMACs of the smallest subnet (``space.min_arch()``): the lowest feasible budget."""
     return float(count_macs_many(space, [space.min_arch()], num_classes)[0]) / MACS_PER_MMAC
 
 
-def check_budget(space: SearchSpace, budget: float | str, num_classes: int = 10) -> float:
+def check_budget(space: SearchSpace, budget: float | str, num_classes: int = DEFAULT_NUM_CLASSES) -> float:
     """The budget in MMACs, if it is well formed and at least the smallest subnet's MMACs.
 
     Raises:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ofa.atomic import check_file_target
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
-from ofa.flops import count_macs, count_params
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
 from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
 from ofa.space import load_arch, load_space
@@ -44,16 +44,19 @@ def _command_flops(args: argparse.Namespace) -> None:
     print(f"{macs / 1e6:.2f} MMACs  {params / 1e6:.3f} M params  ({args.classes} classes)  {arch.short()}")
 
 
+CLASSES_HELP = f"classifier outputs (default {DEFAULT_NUM_CLASSES}; 1000 for the ImageNet figures of the papers)"
+
+
 def _add_space_commands(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("space", help="size and min/max MMACs and params of a search space")
     parser.add_argument("space", help="shipped space name (tiny, attentivenas, ofa_mbv3) or a YAML path")
-    parser.add_argument("--classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--classes", type=positive_int, default=DEFAULT_NUM_CLASSES, help=CLASSES_HELP)
     parser.set_defaults(handler=_command_space)
 
     parser = commands.add_parser("flops", help="MMACs and params of one architecture")
     parser.add_argument("--space", required=True, help="space name or YAML path")
     parser.add_argument("--arch", required=True, help="arch file (JSON or YAML)")
-    parser.add_argument("--classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--classes", type=positive_int, default=DEFAULT_NUM_CLASSES, help=CLASSES_HELP)
     parser.set_defaults(handler=_command_flops)
 
 

@@ -28,7 +28,7 @@ from ofa._genome import Genome
 from ofa.atomic import atomic_write_text
 from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.budget import check_budget, parse_budget
-from ofa.flops import count_macs_many, count_params
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params
 from ofa.pareto import pareto_front
 from ofa.runfolder import CHECKPOINT_NAMES, RunFolder
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
@@ -135,7 +135,7 @@ def find_predictor(
     space: SearchSpace,
     path: str | Path | None = None,
     model: str = "lightgbm",
-    num_classes: int = 10,
+    num_classes: int = DEFAULT_NUM_CLASSES,
 ) -> Predictor:
     """The predictor to search with: ``path``; else ``RUN/predictor/final.json`` unless ``RUN/archs.csv`` is
     newer; else one fitted on ``RUN/archs.csv`` and saved as ``RUN/predictor/final.json`` for the next call.

@@ -36,6 +36,7 @@ from ofa.layout import (
 from ofa.space import Arch, SearchSpace, make_divisible
 
 __all__ = [
+    "DEFAULT_NUM_CLASSES",
     "count_macs",
     "count_macs_many",
     "count_params",
@@ -44,7 +45,7 @@ __all__ = [
     "layout_params",
 ]
 
-DEFAULT_CLASSES = 1000
+DEFAULT_NUM_CLASSES = 10  # the library's one default (the data sets' and the runs'); paper figures pass 1000
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -265,7 +266,7 @@ def _check_classes(num_classes: int) -> None:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
 
 
-def count_macs(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLASSES) -> int:
+def count_macs(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_NUM_CLASSES) -> int:
     """Multiply-accumulates of ``arch`` at batch 1 (validated against ``space``)."""
     _check_classes(num_classes)
     plan = _plan(space)
@@ -275,7 +276,7 @@ def count_macs(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLASSE
     return total + arch.width[-1] * num_classes
 
 
-def count_params(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_CLASSES) -> int:
+def count_params(space: SearchSpace, arch: Arch, num_classes: int = DEFAULT_NUM_CLASSES) -> int:
     """Trainable parameters of the static model ``arch`` builds into."""
     _check_classes(num_classes)
     plan = _plan(space)
@@ -306,11 +307,11 @@ def _count_each(space: SearchSpace, archs: Sequence[Arch], num_classes: int, par
     return counts
 
 
-def count_macs_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_CLASSES) -> np.ndarray:
+def count_macs_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_NUM_CLASSES) -> np.ndarray:
     """MACs of many archs (int64 array, same order); the first invalid arch raises its ``ValueError``."""
     return _count_each(space, archs, num_classes, params=False)
 
 
-def count_params_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_CLASSES) -> np.ndarray:
+def count_params_many(space: SearchSpace, archs: Sequence[Arch], num_classes: int = DEFAULT_NUM_CLASSES) -> np.ndarray:
     """Parameters of many archs (int64 array, same order)."""
     return _count_each(space, archs, num_classes, params=True)

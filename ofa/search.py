@@ -35,7 +35,7 @@ from ofa.budget import (
     parse_budgets,
     smallest_mmacs,
 )
-from ofa.flops import count_macs_many
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many
 from ofa.pareto import hypervolume, nondominated_ranks, pareto_front
 from ofa.space import Arch, SearchSpace
 
@@ -492,7 +492,7 @@ def evolutionary_search(
     objective: Objective,
     budget_mmacs: float | str,
     settings: SearchSettings | None = None,
-    num_classes: int = 10,
+    num_classes: int = DEFAULT_NUM_CLASSES,
 ) -> SearchResult:
     """The best arch within ``budget_mmacs`` found by evolution (see the module docstring).
 
@@ -517,7 +517,7 @@ def random_search(
     budget_mmacs: float | str,
     num_evaluations: int,
     seed: int = 0,
-    num_classes: int = 10,
+    num_classes: int = DEFAULT_NUM_CLASSES,
     max_draws: int | None = None,
 ) -> SearchResult:
     """The best of ``num_evaluations`` distinct archs drawn uniformly within the budget (one objective call).
@@ -540,7 +540,7 @@ def search_budgets(
     objective: Objective,
     budgets: Sequence[float | str],
     settings: SearchSettings | None = None,
-    num_classes: int = 10,
+    num_classes: int = DEFAULT_NUM_CLASSES,
     strategy: str = "evolution",
     evaluations_per_budget: int | None = None,
 ) -> MultiBudgetResult:

@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 from tqdm import tqdm
 
 from ofa.atomic import atomic_write, atomic_write_text
-from ofa.flops import count_macs_many, count_params_many
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params_many
 from ofa.space import Arch, SearchSpace
 from predictors.dataset import ArchRecord, target_values
 from predictors.encoding import encode
@@ -384,7 +384,7 @@ def synthetic_records(
     scale = encode(space, [space.max_arch()], derived=False)[0]
     units = raw / scale
     weights = np.random.default_rng(20240601).normal(size=units.shape[1])
-    macs = count_macs_many(space, archs, num_classes=10) / 1e6
+    macs = count_macs_many(space, archs, num_classes=DEFAULT_NUM_CLASSES) / 1e6
     truth = 0.80 + 0.05 * np.log(macs) + 0.06 * (units @ weights) / math.sqrt(units.shape[1])
     if nonlinear:
         n_stages = len(space.stages)
@@ -396,7 +396,7 @@ def synthetic_records(
     val = truth + noise_rng.normal(0, noise, len(archs))
     test = truth + noise_rng.normal(0, noise, len(archs))
     loss = 1 - val + noise_rng.normal(0, noise / 2, len(archs))
-    params = count_params_many(space, archs, num_classes=10)
+    params = count_params_many(space, archs, num_classes=DEFAULT_NUM_CLASSES)
     return [
         ArchRecord(space.name, arch, float(m), int(p), arch.resolution, float(v), float(t), float(v_loss), seed)
         for arch, m, p, v, t, v_loss in zip(archs, macs, params, val, test, loss)

@@ -21,12 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ofa.flops import count_macs_many, count_params_many
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params_many
 from ofa.space import Arch, SearchSpace
 
-__all__ = ["DEFAULT_CLASSES", "encode", "feature_names"]
-
-DEFAULT_CLASSES = 10
+__all__ = ["encode", "feature_names"]
 
 
 def feature_names(space: SearchSpace, derived: bool = True) -> list[str]:
@@ -44,7 +42,7 @@ def feature_names(space: SearchSpace, derived: bool = True) -> list[str]:
 
 
 def encode(
-    space: SearchSpace, archs: Sequence[Arch], derived: bool = True, num_classes: int = DEFAULT_CLASSES
+    space: SearchSpace, archs: Sequence[Arch], derived: bool = True, num_classes: int = DEFAULT_NUM_CLASSES
 ) -> np.ndarray:
     """Encode archs of ``space`` as a float64 array of shape (len(archs), len(feature_names(space, derived))).
 

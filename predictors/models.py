@@ -52,9 +52,9 @@ from sklearn.preprocessing import StandardScaler
 
 from ofa.atomic import atomic_write_text
 from ofa.config import read_user_text
-from ofa.flops import count_macs_many, count_params_many
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params_many
 from ofa.space import Arch, SearchSpace, space_fingerprint
-from predictors.encoding import DEFAULT_CLASSES, encode
+from predictors.encoding import encode
 from predictors.registry import (
     COST_MODELS,
     DEFAULT_PREDICTOR,
@@ -490,7 +490,7 @@ def _instantiate(
     return SklearnPredictor(name, model, space, seed, settings, num_classes)
 
 
-def create_predictor(name: str, space: SearchSpace, seed: int = 0, num_classes: int = DEFAULT_CLASSES) -> Predictor:
+def create_predictor(name: str, space: SearchSpace, seed: int = 0, num_classes: int = DEFAULT_NUM_CLASSES) -> Predictor:
     """A fresh predictor of the registered ``name`` for ``space``.
 
     Raises:
