@@ -23,12 +23,13 @@ steps resize each batch to the active subnet's resolution (once-for-all, Cai et 
   by ``image_size // 8`` and flips, and evaluates on the whole image (resized only if its size differs).
 
 Splits never depend on the run's seed. Augmentation draws from an explicit ``torch.Generator`` per data
-set, seeded with ``DataConfig.seed``; inside a DataLoader worker it is combined with the worker's seed,
+set, seeded with ``build_datasets``'s ``seed``; inside a DataLoader worker it is combined with the worker's seed,
 which the loader's own seeded generator fixes (see ``build_loader``). The global RNG is never used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,12 +46,13 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
-from ofa.train_config import MIN_IMAGE_SIZE
+from ofa.train_config import AUGMENTATIONS, DATASETS, DataConfig
 
 __all__ = [
     "AUGMENTATIONS",
     "CIFAR_VAL_SIZE",
     "DATASETS",
+    "DEFAULT_IMAGE_SIZE",
     "DIGITS_SPLIT_SIZES",
     "DataBundle",
     "DataConfig",
@@ -67,8 +69,7 @@ __all__ = [
     "random_translate",
 ]
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
-AUGMENTATIONS = ("auto", "resized_crop", "crop_flip")  # auto: each data set's own protocol
+DEFAULT_IMAGE_SIZE = 32  # a DataConfig without image_size (training uses the space's largest resolution)
 SPLIT_SEED = 0  # every split is fixed by this seed, never by the run's seed
 DIGITS_SPLIT_SIZES = (1257, 270, 270)  # train / val / test of the 1797 digits (70 / 15 / 15 %)
 CIFAR_VAL_SIZE = 5000  # images held out of the official CIFAR train set for validation
@@ -88,49 +89,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def _check_int(value: Any, field: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"data.{field} must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data set, where, and how it is batched.
-
-    ``seed`` drives augmentation only; the splits are fixed. ``root`` is required for cifar10,
-    cifar100 and imagefolder and ignored for the embedded digits.
-    """
-
-    name: str = "digits"
-    root: str | None = None
-    image_size: int = 32
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    workers: int = 0
-    download: bool = False
-    seed: int = 0
-    augment: str = "auto"  # imagefolder: auto (= resized_crop) | resized_crop | crop_flip
-    test_fraction: float = 0.0  # imagefolder without root/test: fraction of val held out as test
-
-    def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ValueError(f"data.name: unknown data set {self.name!r}; allowed: {', '.join(DATASETS)}")
-        _check_int(self.image_size, "image_size", MIN_IMAGE_SIZE)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_int(self.eval_batch_size, "eval_batch_size", 1)
-        _check_int(self.workers, "workers", 0)
-        _check_int(self.seed, "seed", 0)
-        if not isinstance(self.download, bool):
-            raise ValueError(f"data.download must be true or false, got {self.download!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"data.augment: {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
-        if self.augment != "auto" and self.name != "imagefolder":
-            raise ValueError(f"data.augment: {self.augment!r} applies to imagefolder only; {self.name} uses 'auto'")
-        if isinstance(self.test_fraction, bool) or not (
-            isinstance(self.test_fraction, (int, float)) and 0.0 <= self.test_fraction < 1.0
-        ):
-            raise ValueError(f"data.test_fraction must be a number in [0, 1), got {self.test_fraction!r}")
-        if self.test_fraction and self.name != "imagefolder":
-            raise ValueError(f"data.test_fraction applies to imagefolder without a test folder, not to {self.name}")
-        if self.name != "digits" and not self.root:
-            raise ValueError(f"data.root is required for data set {self.name!r} (a local folder), got {self.root!r}")
 
 
 @dataclass
@@ -376,7 +334,7 @@ def _stratified(labels: Sequence[int], held_out: int) -> tuple[list[int], list[i
 # the three families
 
 
-def _digits(config: DataConfig) -> DataBundle:
+def _digits(config: DataConfig, seed: int) -> DataBundle:
     digits = load_digits()
     labels = digits.target.tolist()
     pixels = torch.from_numpy(digits.images).float().div(16.0)[:, None]  # (1797, 1, 8, 8) in [0, 1]
@@ -394,9 +352,9 @@ def _digits(config: DataConfig) -> DataBundle:
     eval_transform = TensorTransform(config.image_size, mean, std)
     return DataBundle(
         name="digits",
-        train=_split(base, train_indices, labels, train_transform, True, config.seed),
-        val=_split(base, val_indices, labels, eval_transform, False, config.seed),
-        test=_split(base, test_indices, labels, eval_transform, False, config.seed),
+        train=_split(base, train_indices, labels, train_transform, True, seed),
+        val=_split(base, val_indices, labels, eval_transform, False, seed),
+        test=_split(base, test_indices, labels, eval_transform, False, seed),
         num_classes=10,
         input_channels=3,
         image_size=config.image_size,
@@ -413,6 +371,7 @@ def _cifar_bundle(
     test_images: np.ndarray,
     test_labels: Sequence[int],
     classes: Sequence[str],
+    seed: int = 0,
     val_size: int = CIFAR_VAL_SIZE,
 ) -> DataBundle:
     """CIFAR splits from uint8 (N, 32, 32, 3) arrays: a stratified ``val_size`` split of train, the test set."""
@@ -425,9 +384,9 @@ def _cifar_bundle(
     eval_transform = TensorTransform(config.image_size, mean, std)
     return DataBundle(
         name=config.name,
-        train=_split(train_base, train_indices, train_labels, train_transform, True, config.seed),
-        val=_split(train_base, val_indices, train_labels, eval_transform, False, config.seed),
-        test=_split(test_base, range(len(test_labels)), test_labels, eval_transform, False, config.seed),
+        train=_split(train_base, train_indices, train_labels, train_transform, True, seed),
+        val=_split(train_base, val_indices, train_labels, eval_transform, False, seed),
+        test=_split(test_base, range(len(test_labels)), test_labels, eval_transform, False, seed),
         num_classes=len(classes),
         input_channels=3,
         image_size=config.image_size,
@@ -437,7 +396,7 @@ def _cifar_bundle(
     )
 
 
-def _cifar(config: DataConfig) -> DataBundle:
+def _cifar(config: DataConfig, seed: int) -> DataBundle:
     dataset_class = CIFAR10 if config.name == "cifar10" else CIFAR100
     root = Path(str(config.root)).expanduser()
     how = (
@@ -451,7 +410,7 @@ def _cifar(config: DataConfig) -> DataBundle:
         test = dataset_class(str(root), train=False, download=config.download)
     except (RuntimeError, OSError) as error:
         raise ValueError(f"{config.name}: cannot read the data under {root} ({error}); {how}") from None
-    return _cifar_bundle(config, train.data, train.targets, test.data, test.targets, train.classes)
+    return _cifar_bundle(config, train.data, train.targets, test.data, test.targets, train.classes, seed)
 
 
 def _image_folder(path: Path) -> ImageFolder:
@@ -481,7 +440,7 @@ def _imagefolder_transform(config: DataConfig) -> ImageTransform:
     return ResizedCropTransform(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def _imagefolder(config: DataConfig) -> DataBundle:
+def _imagefolder(config: DataConfig, seed: int) -> DataBundle:
     root = Path(str(config.root)).expanduser()
     if not root.is_dir():
         raise ValueError(f"imagefolder: data root {root} does not exist; expected {root}/train/<class>/<image>")
@@ -496,7 +455,7 @@ def _imagefolder(config: DataConfig) -> DataBundle:
     transform = _imagefolder_transform(config)
 
     def split(folder: ImageFolder, indices: Sequence[int], augment: bool) -> SplitDataset:
-        return _split(folder, indices, folder.targets, transform, augment, config.seed)
+        return _split(folder, indices, folder.targets, transform, augment, seed)
 
     val_indices, test_split, reason = list(range(len(val))), None, ""
     if has_test:
@@ -532,7 +491,7 @@ def _imagefolder(config: DataConfig) -> DataBundle:
     )
 
 
-_BUILDERS: dict[str, Callable[[DataConfig], DataBundle]] = {
+_BUILDERS: dict[str, Callable[[DataConfig, int], DataBundle]] = {
     "digits": _digits,
     "cifar10": _cifar,
     "cifar100": _cifar,
@@ -540,11 +499,15 @@ _BUILDERS: dict[str, Callable[[DataConfig], DataBundle]] = {
 }
 
 
-def build_datasets(config: DataConfig) -> DataBundle:
-    """The train / val / test splits of ``config.name``; missing data is a ``ValueError`` naming the path."""
+def build_datasets(config: DataConfig, seed: int = 0) -> DataBundle:
+    """The train / val / test splits of ``config.name`` at ``config.image_size`` (``DEFAULT_IMAGE_SIZE`` when
+    unset); ``seed`` drives augmentation only. Missing data is a ``ValueError`` naming the path."""
     if config.name not in _BUILDERS:
         raise ValueError(f"data.name: unknown data set {config.name!r}; allowed: {', '.join(DATASETS)}")
-    return _BUILDERS[config.name](config)
+    if config.image_size is None:
+        config = dataclasses.replace(config, image_size=DEFAULT_IMAGE_SIZE)
+    _check_int(seed, "seed", 0)
+    return _BUILDERS[config.name](config, seed)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -11,12 +11,16 @@ from ofa.config import apply_overrides, config_from_dict, load_yaml
 from ofa.sampling import SAMPLERS, SCORERS
 
 MIN_IMAGE_SIZE = 8  # smallest training image side (data.image_size)
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+AUGMENTATIONS = ("auto", "resized_crop", "crop_flip")  # auto: each data set's own protocol
 CALIBRATION_IMAGES = 2000  # BN calibration images by default (once-for-all's setting)
 DIGITS_CALIBRATION_IMAGES = 512  # the embedded digits' training split is small (1,257 images)
 
 __all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
     "CalibrationSection",
-    "DataSection",
+    "DataConfig",
     "GuideSection",
     "ModelSection",
     "OptimSection",
@@ -26,13 +30,22 @@ __all__ = [
 ]
 
 
+def _check_data_int(value: object, field: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"data.{field} must be an integer >= {minimum}, got {value!r}")
+
+
 @dataclass(frozen=True)
-class DataSection:
-    """Where the images come from (see ``ofa.data``)."""
+class DataConfig:
+    """Which data set, where, at what size and how it is batched (the ``data`` section; see ``ofa.data``).
+
+    ``root`` is required for cifar10, cifar100 and imagefolder and ignored for the embedded digits.
+    ``image_size`` null: training produces the images at the space's largest resolution.
+    """
 
     name: str = "digits"
     root: str | None = None
-    image_size: int | None = None  # default: the space's largest resolution
+    image_size: int | None = None
     batch_size: int = 64
     eval_batch_size: int = 256
     workers: int = 0
@@ -41,10 +54,31 @@ class DataSection:
     test_fraction: float = 0.0  # imagefolder without root/test: part of val held out as test
 
     def __post_init__(self) -> None:
-        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+        if self.name not in DATASETS:
+            raise ValueError(f"data.name: unknown data set {self.name!r}; allowed: {', '.join(DATASETS)}")
+        size = self.image_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE):
             raise ValueError(
-                f"image_size must be >= {MIN_IMAGE_SIZE} (or null: the largest resolution), got {self.image_size}"
+                f"data.image_size must be an integer >= {MIN_IMAGE_SIZE} (or null: the space's largest resolution), "
+                f"got {size!r}"
             )
+        _check_data_int(self.batch_size, "batch_size", 1)
+        _check_data_int(self.eval_batch_size, "eval_batch_size", 1)
+        _check_data_int(self.workers, "workers", 0)
+        if not isinstance(self.download, bool):
+            raise ValueError(f"data.download must be true or false, got {self.download!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"data.augment: {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+        if self.augment != "auto" and self.name != "imagefolder":
+            raise ValueError(f"data.augment: {self.augment!r} applies to imagefolder only; {self.name} uses 'auto'")
+        if isinstance(self.test_fraction, bool) or not (
+            isinstance(self.test_fraction, (int, float)) and 0.0 <= self.test_fraction < 1.0
+        ):
+            raise ValueError(f"data.test_fraction must be a number in [0, 1), got {self.test_fraction!r}")
+        if self.test_fraction and self.name != "imagefolder":
+            raise ValueError(f"data.test_fraction applies to imagefolder without a test folder, not to {self.name}")
+        if self.name != "digits" and not self.root:
+            raise ValueError(f"data.root is required for data set {self.name!r} (a local folder), got {self.root!r}")
 
 
 @dataclass(frozen=True)
@@ -205,7 +239,7 @@ class TrainConfig:
     bf16: bool = False
     cpu_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     max_steps_per_epoch: int | None = None  # cap steps per epoch (quick runs, tests)
-    data: DataSection = field(default_factory=DataSection)
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
     sampler: SamplerSection = field(default_factory=SamplerSection)

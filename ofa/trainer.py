@@ -8,6 +8,7 @@ A run directory holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per e
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.config import config_from_dict, config_to_dict
-from ofa.data import DataBundle, DataConfig, build_datasets, calibration_images
+from ofa.data import DataBundle, build_datasets, calibration_images
 from ofa.distributed import DistributedContext, init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
@@ -87,21 +88,8 @@ class TrainResult:
 
 def build_data(config: TrainConfig, space: SearchSpace) -> DataBundle:
     """The data sets of a config, produced at the space's largest resolution unless set."""
-    section = config.data
-    return build_datasets(
-        DataConfig(
-            name=section.name,
-            root=section.root,
-            image_size=max(space.resolution) if section.image_size is None else section.image_size,
-            batch_size=section.batch_size,
-            eval_batch_size=section.eval_batch_size,
-            workers=section.workers,
-            download=section.download,
-            seed=config.seed,
-            augment=section.augment,
-            test_fraction=section.test_fraction,
-        )
-    )
+    size = max(space.resolution) if config.data.image_size is None else config.data.image_size
+    return build_datasets(dataclasses.replace(config.data, image_size=size), seed=config.seed)
 
 
 def _check_resume_space(state: dict, space: SearchSpace, path: Path) -> None:

@@ -30,7 +30,7 @@ SIZE = 16
 
 @pytest.fixture(scope="module")
 def digits():
-    return build_datasets(DataConfig(name="digits", image_size=SIZE, seed=0))
+    return build_datasets(DataConfig(name="digits", image_size=SIZE), seed=0)
 
 
 def _items(dataset, count: int = 12) -> torch.Tensor:
@@ -56,7 +56,7 @@ def test_digits_split_sizes_are_fixed_and_stratified(digits):
 
 
 def test_digits_split_is_identical_across_calls_and_seeds(digits):
-    again = build_datasets(DataConfig(name="digits", image_size=SIZE, seed=7))
+    again = build_datasets(DataConfig(name="digits", image_size=SIZE), seed=7)
     for first, second in zip((digits.train, digits.val, digits.test), (again.train, again.val, again.test)):
         assert first.indices == second.indices and first.labels == second.labels
     assert torch.equal(_items(digits.val), _items(again.val))
@@ -85,7 +85,7 @@ def test_eval_splits_are_deterministic(digits):
 
 def test_augmentation_is_reproducible_by_seed():
     def augmented(seed: int) -> torch.Tensor:
-        return _items(build_datasets(DataConfig(name="digits", image_size=SIZE, seed=seed)).train, 20)
+        return _items(build_datasets(DataConfig(name="digits", image_size=SIZE), seed=seed).train, 20)
 
     first = augmented(0)
     assert torch.equal(first, augmented(0))
@@ -253,7 +253,7 @@ def image_tree(tmp_path: Path) -> Path:
 
 
 def test_imagefolder_loads_classes_and_images(image_tree):
-    bundle = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8, seed=0))
+    bundle = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8), seed=0)
     assert bundle.classes == ("cat", "dog") and bundle.num_classes == 2 and bundle.input_channels == 3
     assert (len(bundle.train), len(bundle.val)) == (8, 4)
     assert bundle.train.labels == (0, 0, 0, 0, 1, 1, 1, 1) and bundle.val.labels == (0, 0, 1, 1)
@@ -261,7 +261,7 @@ def test_imagefolder_loads_classes_and_images(image_tree):
     with pytest.raises(ValueError, match=r"data\.test_fraction") as error:
         bundle.require_test()
     assert str(image_tree) in str(error.value) and "no test/ folder" in str(error.value)
-    again = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8, seed=0))
+    again = build_datasets(DataConfig(name="imagefolder", root=str(image_tree), image_size=8), seed=0)
     assert torch.equal(_items(bundle.train, 8), _items(again.train, 8))  # same seed, same random crops
     for dataset in (bundle.train, bundle.val):
         image, label = dataset[0]
@@ -286,7 +286,7 @@ def test_imagefolder_test_fraction_holds_out_part_of_val(tmp_path):
     assert (len(bundle.val), len(bundle.require_test())) == (6, 6)
     assert not set(bundle.val.indices) & set(bundle.test.indices)  # disjoint halves of val
     assert Counter(bundle.test.labels) == {0: 3, 1: 3}  # stratified
-    again = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), image_size=8, test_fraction=0.5, seed=3))
+    again = build_datasets(DataConfig(name="imagefolder", root=str(tmp_path), image_size=8, test_fraction=0.5), seed=3)
     assert again.test.indices == bundle.test.indices  # fixed, whatever the run's seed
 
 

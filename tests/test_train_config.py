@@ -90,7 +90,10 @@ def test_parse_override_reads_yaml_values() -> None:
         (("optim.lr=.nan",), "optim: lr must be a finite number, got nan"),
         (("optim.grad_clip_value=.nan",), "optim: grad_clip_value must be a finite number, got nan"),
         (("optim.weight_decay=.inf",), "optim: weight_decay must be a finite number, got inf"),
-        (("data.image_size=0",), "data: image_size must be >= 8 (or null: the largest resolution), got 0"),
+        (
+            ("data.image_size=0",),
+            "data.image_size must be an integer >= 8 (or null: the space's largest resolution), got 0",
+        ),
         (("optim.lr=0",), "optim: lr must be > 0, got 0.0"),
         (("optim.weight_decay=-1",), "optim: weight_decay must be >= 0, got -1.0"),
         (("optim.min_lr=1",), "optim: min_lr must be <= lr (0.1), got 1.0"),
@@ -197,8 +200,11 @@ def test_missing_or_empty_data_folders(tmp_path: Path) -> None:
         quick_config(tmp_path, "data.name=cifar100", f"data.root={empty}"),
         f"cifar100: cannot read the data under {empty}",
     )
-    _fails_before_training(quick_config(tmp_path, "data.name=cifar10"), "data.root is required for data set 'cifar10'")
-    _fails_before_training(quick_config(tmp_path, "data.name=mnist"), "unknown data set 'mnist'; allowed: digits")
+    # a data set without a root, or an unknown one, is refused when the config is read (nothing to train yet)
+    with pytest.raises(ValueError, match=r"data\.root is required for data set 'cifar10'"):
+        quick_config(tmp_path, "data.name=cifar10")
+    with pytest.raises(ValueError, match="unknown data set 'mnist'; allowed: digits"):
+        quick_config(tmp_path, "data.name=mnist")
 
 
 def test_unknown_space_predictor_and_guide_model(tmp_path: Path) -> None:
