@@ -1,11 +1,11 @@
 """P5 and P6: speed and quality of the evolutionary search under MAC budgets.
 
-P5 (speed). Once-for-all (Cai et al., ICLR 2020) searches with population 100, 500 generations, 25%
-parents, mutation probability 0.1 and reports 12-22 s per constraint on a CPU. Here the same settings
-run on the ``ofa_mbv3`` space (1000 classes) with a LightGBM regressor as the objective (fitted on 400
-random archs with a synthetic target; a simple numeric encoding written below), once per budget; the
-speed-up is taken against OFA's lower figure, 12 s. Also one budget query with the default settings on
-the tiny space (goal < 1 s). Wall and CPU seconds are both reported (the machine may be shared).
+P5 (speed). Once-for-all's search settings (population 100, 500 generations, 25% parents, mutation
+probability 0.1) on the ``ofa_mbv3`` space (1000 classes), with the shipped default accuracy predictor
+(``predictors.registry.DEFAULT_PREDICTOR``, fitted on 400 random archs with a synthetic target) as the
+objective, once per budget: seconds per budget and archs scored per second (goal: under 2 s per budget).
+Also one budget query with the default settings on the tiny space (goal < 1 s). Wall and CPU seconds are
+both reported (the machine may be shared).
 
 P6 (quality). On the tiny space with a cheap known objective, the front over 7 budgets found by
 evolution and by random search at the same number of evaluations, as a share of the hypervolume of the
@@ -20,9 +20,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import lightgbm
 import numpy as np
 
 from benchmarks.common import median, print_table
@@ -37,79 +36,47 @@ from ofa.search import (
     smallest_mmacs,
 )
 from ofa.space import Arch, SearchSpace, load_space
+from predictors.encoding import encode
+from predictors.models import Predictor, create_predictor
+from predictors.registry import DEFAULT_PREDICTOR
 
-__all__ = ["OFA_SECONDS", "OFA_SETTINGS", "encode_features", "main", "measure_quality", "measure_speed"]
+__all__ = ["OFA_SETTINGS", "main", "measure_quality", "measure_speed"]
 
-OFA_SECONDS = (12.0, 22.0)  # once-for-all's search time per constraint on a CPU
 OFA_SETTINGS = SearchSettings(population=100, generations=500, parent_ratio=0.25, mutation_prob=0.1)
 P5_BUDGETS = (200.0, 300.0, 400.0)  # MMACs; ofa_mbv3 at 1000 classes spans 41.5..566.2
 KERNEL5_GAIN = (0.04, 0.02, -0.01, -0.03)
-
-
-def encode_features(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
-    """Resolution, widths, depths, then kernel size and expand ratio of every block slot (0 if inactive)."""
-    pads = [[(0,) * (max(stage.depth) - depth) for depth in range(max(stage.depth) + 1)] for stage in space.stages]
-    flat: list[float] = []
-    extend = flat.extend
-    for arch in archs:
-        extend((arch.resolution, *arch.width, *arch.depth))
-        for values, pad in zip(arch.kernel_size, pads):
-            extend(values)
-            extend(pad[len(values)])
-        for values, pad in zip(arch.expand_ratio, pads):
-            extend(values)
-            extend(pad[len(values)])
-    return np.array(flat, dtype=np.float64).reshape(len(archs), -1)
 
 
 def _synthetic_target(space: SearchSpace, archs: Sequence[Arch], num_classes: int, seed: int) -> np.ndarray:
     """Accuracy-like target: saturating in MACs, kernel and expand effects that differ by stage, noise."""
     macs = count_macs_many(space, archs, num_classes) / 1e6
     scale = float(np.median(macs))
-    features = encode_features(space, archs)
+    features = encode(space, archs, derived=False)
     stage_terms = np.sin(np.arange(features.shape[1]) * 1.7) * 0.02
     noise = np.random.default_rng(seed).normal(0.0, 0.1, len(archs))
     return 80.0 - 12.0 * np.exp(-macs / scale) + features @ stage_terms + noise
 
 
-def _lightgbm_model(space: SearchSpace, num_classes: int, seed: int = 0) -> lightgbm.LGBMRegressor:
-    """LightGBM regressor with the project's predictor defaults (7 leaves, 400 rounds) on 400 random archs."""
+def _shipped_predictor(space: SearchSpace, num_classes: int, seed: int = 0) -> Predictor:
+    """The default predictor of the toolkit, fitted on 400 random archs of ``space``."""
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(400)]
-    model = lightgbm.LGBMRegressor(
-        n_estimators=400,
-        num_leaves=7,
-        min_child_samples=3,
-        learning_rate=0.05,
-        colsample_bytree=0.8,
-        reg_lambda=1.0,
-        n_jobs=1,
-        deterministic=True,
-        force_row_wise=True,
-        random_state=seed,
-        verbose=-1,
-    )
-    return model.fit(encode_features(space, archs), _synthetic_target(space, archs, num_classes, seed))
+    predictor = create_predictor(DEFAULT_PREDICTOR, space, seed=seed, num_classes=num_classes)
+    predictor.fit(archs, _synthetic_target(space, archs, num_classes, seed))
+    return predictor
 
 
 class _TimedObjective:
-    """Predictor objective (encode, then ``predict``) that records the seconds spent inside it."""
+    """A predictor's ``predict`` that records the seconds spent inside it."""
 
-    def __init__(self, space: SearchSpace, predict: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.space, self.predict, self.seconds = space, predict, 0.0
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor, self.seconds = predictor, 0.0
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         start = time.perf_counter()
-        scores = self.predict(encode_features(self.space, archs))
+        scores = self.predictor.predict(archs)
         self.seconds += time.perf_counter() - start
         return scores
-
-
-def _predictors(model: lightgbm.LGBMRegressor) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """The fitted regressor called through its booster (as ``predictors.models`` calls LightGBM) and
-    through the scikit-learn wrapper (which re-validates its input on every call)."""
-    booster = model.booster_
-    return {"booster": lambda features: booster.predict(features, num_threads=1), "sklearn": model.predict}
 
 
 def _timed_search(
@@ -128,34 +95,28 @@ def _timed_search(
 
 
 def measure_speed(repeats: int = 2) -> dict[str, float]:
-    """P5: seconds per budget with OFA's settings on ofa_mbv3 + LightGBM, and a default query on tiny.
-
-    Both ways of calling the predictor run interleaved, budget by budget, for ``repeats`` rounds.
-    """
+    """P5: seconds per budget and archs per second with OFA's settings on ofa_mbv3 and the shipped predictor,
+    and a default query on tiny."""
     space = load_space("ofa_mbv3")
-    predictors = _predictors(_lightgbm_model(space, 1000))
-    objectives = {name: _TimedObjective(space, predict) for name, predict in predictors.items()}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in objectives}
-    for _ in range(repeats):
-        for budget in P5_BUDGETS:
-            for name, objective in objectives.items():
-                runs[name].append(_timed_search(space, objective, budget, OFA_SETTINGS, 1000))
+    objective = _TimedObjective(_shipped_predictor(space, 1000))
+    runs = [
+        _timed_search(space, objective, budget, OFA_SETTINGS, 1000) for _ in range(repeats) for budget in P5_BUDGETS
+    ]
     tiny = load_space("tiny")
-    tiny_objective = _TimedObjective(tiny, _predictors(_lightgbm_model(tiny, 10))["booster"])
+    tiny_objective = _TimedObjective(_shipped_predictor(tiny, 10))
     queries = [_timed_search(tiny, tiny_objective, 2.0, SearchSettings(seed=seed), 10) for seed in range(5)]
-    numbers: dict[str, float] = {}
-    for name, measured in runs.items():
-        wall = median([run["wall"] for run in measured])
-        numbers[f"p5_{name}_seconds_per_budget"] = wall
-        numbers[f"p5_{name}_cpu_seconds_per_budget"] = median([run["cpu"] for run in measured])
-        numbers[f"p5_{name}_objective_seconds_per_budget"] = median([run["objective"] for run in measured])
-        numbers[f"p5_{name}_max_seconds_per_budget"] = max(run["wall"] for run in measured)
-        numbers[f"p5_{name}_evaluations_per_budget"] = median([run["evaluations"] for run in measured])
-        numbers[f"p5_{name}_speedup_vs_ofa_12s"] = OFA_SECONDS[0] / wall
-        numbers[f"p5_{name}_speedup_vs_ofa_22s"] = OFA_SECONDS[1] / wall
-    numbers["p5_tiny_query_seconds"] = median([query["wall"] for query in queries])
-    numbers["p5_tiny_query_evaluations"] = median([query["evaluations"] for query in queries])
-    return numbers
+    wall = median([run["wall"] for run in runs])
+    evaluations = median([run["evaluations"] for run in runs])
+    return {
+        "p5_seconds_per_budget": wall,
+        "p5_cpu_seconds_per_budget": median([run["cpu"] for run in runs]),
+        "p5_objective_seconds_per_budget": median([run["objective"] for run in runs]),
+        "p5_max_seconds_per_budget": max(run["wall"] for run in runs),
+        "p5_evaluations_per_budget": evaluations,
+        "p5_archs_per_second": evaluations / wall,
+        "p5_tiny_query_seconds": median([query["wall"] for query in queries]),
+        "p5_tiny_query_evaluations": median([query["evaluations"] for query in queries]),
+    }
 
 
 def synthetic_accuracy(archs: Sequence[Arch]) -> np.ndarray:
@@ -209,18 +170,23 @@ def main() -> dict[str, float]:
     print("P5: search with OFA's settings (population 100, 500 generations, 25% parents, mutation 0.1)")
     rows: list[list[object]] = [
         [
-            f"ofa_mbv3, LightGBM via {name}, per budget (median)",
-            speed[f"p5_{name}_seconds_per_budget"],
-            speed[f"p5_{name}_cpu_seconds_per_budget"],
-            speed[f"p5_{name}_objective_seconds_per_budget"],
-            speed[f"p5_{name}_evaluations_per_budget"],
-            speed[f"p5_{name}_speedup_vs_ofa_12s"],
-        ]
-        for name in ("booster", "sklearn")
+            f"ofa_mbv3, {DEFAULT_PREDICTOR} (shipped default), per budget (median)",
+            speed["p5_seconds_per_budget"],
+            speed["p5_cpu_seconds_per_budget"],
+            speed["p5_objective_seconds_per_budget"],
+            speed["p5_evaluations_per_budget"],
+            speed["p5_archs_per_second"],
+        ],
+        [
+            f"tiny, {DEFAULT_PREDICTOR}, default settings, one query",
+            speed["p5_tiny_query_seconds"],
+            "",
+            "",
+            speed["p5_tiny_query_evaluations"],
+            "",
+        ],
     ]
-    tiny_query = ["tiny, LightGBM, default settings, one query", speed["p5_tiny_query_seconds"], "", ""]
-    rows.append([*tiny_query, speed["p5_tiny_query_evaluations"], ""])
-    print_table(["case", "wall s", "cpu s", "objective s", "evaluations", "speed-up vs 12 s"], rows)
+    print_table(["case", "wall s", "cpu s", "objective s", "evaluations", "archs / s"], rows)
     quality = measure_quality()
     print("\nP6: hypervolume / best front of 100,000 random tiny archs (7 budgets)")
     quality_rows = []
