@@ -114,24 +114,13 @@ def compare_samplers(
 def _train_and_measure(name: str, config: TrainConfig, archs: Sequence[Arch], show: bool) -> VariantResult:
     """Train one variant (or keep its finished run) and measure ``archs`` in its final weights (rows measured
     on other weights are re-measured)."""
-    from ofa.archdata import measure_to_csv
     from ofa.pipeline import train_or_continue
     from ofa.runs import load_run
 
     val_max, val_min = train_or_continue(config, show, f"[{name}] ")
     run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
-    records = measure_to_csv(
-        RunFolder(config.run_dir).compare_arch_data,
-        run.supernet,
-        archs,
-        run.calibration_images,
-        run.val_loader,
-        run.test_loader,
-        config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
-        progress=show,
-        source=run.measurement_source,
-    )
-    by_arch = {record.arch: record for record in records if record.seed == config.calibration.seed}
+    records = run.measure_into(RunFolder(config.run_dir).compare_arch_data, archs, progress=show)
+    by_arch = {record.arch: record for record in records}
     chosen = [by_arch[arch] for arch in archs]
     return VariantResult(
         name=name,

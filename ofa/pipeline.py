@@ -244,22 +244,11 @@ def _run_stages(
 def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> list[ArchRecord]:
     """Stage 2: ``settings.num_archs`` archs spread over the FLOPs range measured into ``RUN/archs.csv``
     (rows made on these weights are reused); returns the rows of the run's own calibration seed."""
-    from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.archdata import spread_archs
 
     _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
     archs = spread_archs(run.space, settings.num_archs, run.num_classes, settings.seed)
-    records = measure_to_csv(
-        RunFolder(run.run_dir).arch_data,
-        run.supernet,
-        archs,
-        run.calibration_images,
-        run.val_loader,
-        run.test_loader,
-        run.config.calibration.seed,  # labels the measurement: the run's own BN-calibration batches
-        progress=show,
-        source=run.measurement_source,  # a longer training (more epochs) makes the old rows stale
-    )
-    return [record for record in records if record.seed == run.config.calibration.seed]
+    return run.measure_into(RunFolder(run.run_dir).arch_data, archs, progress=show)
 
 
 def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,6 +22,9 @@ from ofa.static import StaticNet
 from ofa.supernet import Supernet
 from ofa.train_config import TrainConfig
 from ofa.trainer import build_data
+
+if TYPE_CHECKING:
+    from predictors.dataset import ArchRecord
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -92,6 +96,26 @@ class LoadedRun:
         self.supernet.set_active(arch)
         recalibrate_bn(self.supernet, self.calibration_images, arch.resolution)
         return self.supernet.extract(arch).eval()
+
+    def measure_into(self, path: Path, archs: Sequence[Arch], progress: bool = False) -> list[ArchRecord]:
+        """Measure ``archs`` (val and test, BN recalibrated with the run's own calibration batches) into the
+        arch CSV ``path``; rows made on these weights are reused, stale ones re-measured (see
+        :func:`ofa.archdata.measure_to_csv`). Returns the rows of the run's calibration seed."""
+        from ofa.archdata import measure_to_csv
+
+        seed = self.config.calibration.seed  # labels the measurement: the run's own BN-calibration batches
+        records = measure_to_csv(
+            path,
+            self.supernet,
+            archs,
+            self.calibration_images,
+            self.val_loader,
+            self.test_loader,
+            seed,
+            progress=progress,
+            source=self.measurement_source,  # a longer training (more epochs) makes the old rows stale
+        )
+        return [record for record in records if record.seed == seed]
 
     def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
         """Accuracy of ``arch`` inside the supernet on ``val`` or ``test`` (BN recalibrated first)."""
