@@ -61,7 +61,7 @@ def _command_compare(args: argparse.Namespace) -> None:
 
 def add_run_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``run`` and ``compare``."""
-    from ofa.pipeline import DEFAULT_RUN_CONFIG
+    from ofa.train_config import DEFAULT_RUN_CONFIG
 
     parser = commands.add_parser(
         "run", help="the main job: train (predictor-guided BestUp) -> evaluate -> fit -> search -> export -> report"

@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
+from ofa.archdata import spread_archs
+from ofa.budget import check_budget
+from ofa.flops import count_macs_many
 from ofa.pareto import hypervolume, pareto_front
+from ofa.pipeline import default_budgets, train_or_continue
 from ofa.runfolder import RunFolder
+from ofa.runs import load_run
+from ofa.space import load_space
+from ofa.train_config import load_train_config
+from ofa.trainer import build_data
 
 if TYPE_CHECKING:
     from ofa.space import Arch
@@ -76,15 +87,6 @@ def compare_samplers(
     progress: bool | None = None,
 ) -> Comparison:
     """Train each variant (same config, seed and steps), measure the same archs in each, compare the fronts."""
-    import sys
-
-    from ofa.archdata import spread_archs
-    from ofa.budget import check_budget
-    from ofa.flops import count_macs_many
-    from ofa.pipeline import default_budgets
-    from ofa.space import load_space
-    from ofa.train_config import load_train_config
-    from ofa.trainer import build_data
 
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown or not variants:
@@ -114,8 +116,6 @@ def compare_samplers(
 def _train_and_measure(name: str, config: TrainConfig, archs: Sequence[Arch], show: bool) -> VariantResult:
     """Train one variant (or keep its finished run) and measure ``archs`` in its final weights (rows measured
     on other weights are re-measured)."""
-    from ofa.pipeline import train_or_continue
-    from ofa.runs import load_run
 
     val_max, val_min = train_or_continue(config, show, f"[{name}] ")
     run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
@@ -178,10 +178,8 @@ def _write(out_dir: Path, comparison: Comparison) -> None:
 
 
 def _plot(path: Path, comparison: Comparison) -> None:
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for variant in comparison.variants:

@@ -27,20 +27,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from ofa.budget import smallest_mmacs
+from ofa.archdata import spread_archs
+from ofa.budget import check_budget, smallest_mmacs
+from ofa.checkpoint import load_checkpoint
+from ofa.config import config_from_dict, load_yaml
+from ofa.deploy import search_run
+from ofa.evaluate import evaluate_model
+from ofa.export import load_subnet, preprocess, read_export_info
+from ofa.finetune import FinetuneSettings, finetune_subnet
 from ofa.flops import count_macs_many
+from ofa.report import write_report
 from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
-from ofa.space import SearchSpace
-from ofa.train_config import TrainConfig, load_train_config
+from ofa.runs import load_run
+from ofa.search import SearchSettings
+from ofa.space import SearchSpace, load_space
+from ofa.train_config import DEFAULT_RUN_CONFIG, TrainConfig, load_train_config
+from ofa.trainer import build_data, train
+from predictors.metrics import kendall_tau
+from predictors.models import create_predictor
 
 if TYPE_CHECKING:
     from ofa.runs import LoadedRun
     from predictors.dataset import ArchRecord
 
 __all__ = [
-    "DEFAULT_RUN_CONFIG",
     "PipelineResult",
     "PipelineSettings",
     "check_same_config",
@@ -48,8 +61,6 @@ __all__ = [
     "run_pipeline",
     "train_or_continue",
 ]
-
-DEFAULT_RUN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "digits_guided.yaml"
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,6 @@ def train_or_continue(config: TrainConfig, progress: bool, prefix: str = "") -> 
 
     An existing run directory must hold a run of the same config (see :func:`check_same_config`).
     """
-    from ofa.checkpoint import load_checkpoint
-    from ofa.trainer import train
 
     check_same_config(config)
     latest = RunFolder(config.run_dir).latest
@@ -150,7 +159,6 @@ def train_or_continue(config: TrainConfig, progress: bool, prefix: str = "") -> 
 
 def check_same_config(config: TrainConfig) -> None:
     """An existing run directory must have been made by the same training config (nothing is overwritten)."""
-    from ofa.config import config_from_dict, load_yaml
 
     path = RunFolder(config.run_dir).config
     if not path.is_file():
@@ -170,8 +178,6 @@ def run_pipeline(
     progress: bool | None = None,
 ) -> PipelineResult:
     """Run (or continue) the whole train-once deploy-many job; see the module docstring for the stages."""
-    from ofa.space import load_space
-    from ofa.trainer import build_data
 
     config = load_train_config(config_path, tuple(overrides))
     build_data(config, load_space(config.model.space)).require_test()  # the report needs test accuracy
@@ -186,10 +192,6 @@ def _run_stages(
     config: TrainConfig, settings: PipelineSettings, budgets: list[float], result: PipelineResult, show: bool
 ) -> PipelineResult:
     """The pipeline's six stages on the locked run folder."""
-    from ofa.deploy import search_run
-    from ofa.report import write_report
-    from ofa.runs import load_run
-    from ofa.search import SearchSettings
 
     clock = time.perf_counter()
 
@@ -244,7 +246,6 @@ def _run_stages(
 def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> list[ArchRecord]:
     """Stage 2: ``settings.num_archs`` archs spread over the FLOPs range measured into ``RUN/archs.csv``
     (rows made on these weights are reused); returns the rows of the run's own calibration seed."""
-    from ofa.archdata import spread_archs
 
     _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
     archs = spread_archs(run.space, settings.num_archs, run.num_classes, settings.seed)
@@ -253,9 +254,6 @@ def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> l
 
 def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
     """The checked budgets (MMACs): the given ones, or ``num_budgets`` spread over the config's space."""
-    from ofa.budget import check_budget
-    from ofa.space import load_space
-    from ofa.trainer import build_data
 
     space = load_space(config.model.space)
     num_classes = build_data(config, space).num_classes
@@ -266,8 +264,6 @@ def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
 
 def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -> tuple:
     """Score a predictor fitted on 1 - ``holdout`` of the records on the rest, then fit the final one on all."""
-    from predictors.metrics import kendall_tau
-    from predictors.models import create_predictor
 
     order = list(range(len(records)))
     random.Random(settings.seed).shuffle(order)
@@ -297,8 +293,6 @@ def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> flo
 
     A finished fine-tune of the same arch, epochs and seed is kept; an unfinished one is continued.
     """
-    from ofa.export import read_export_info
-    from ofa.finetune import FinetuneSettings, finetune_subnet
 
     out = RunFolder(run.run_dir).export(subnet.budget, finetuned=True)
     finetune = FinetuneSettings(epochs=settings.finetune_epochs, distill=True, seed=settings.seed)
@@ -316,10 +310,6 @@ def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> flo
 
 def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
     """Export every chosen subnet into ``RUN/export/<budget>M`` and measure the reloaded model's test accuracy."""
-    import torch
-
-    from ofa.evaluate import evaluate_model
-    from ofa.export import load_subnet, preprocess
 
     exports = []
     for subnet in chosen:

@@ -10,6 +10,7 @@ from pathlib import Path
 from ofa.config import apply_overrides, config_from_dict, load_yaml
 from ofa.sampling import SAMPLERS, SCORERS
 
+DEFAULT_RUN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "digits_guided.yaml"  # ofa run
 MIN_IMAGE_SIZE = 8  # smallest training image side (data.image_size)
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 AUGMENTATIONS = ("auto", "resized_crop", "crop_flip")  # auto: each data set's own protocol
@@ -19,6 +20,7 @@ DIGITS_CALIBRATION_IMAGES = 512  # the embedded digits' training split is small 
 __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
+    "DEFAULT_RUN_CONFIG",
     "CalibrationSection",
     "DataConfig",
     "GuideSection",
