@@ -51,9 +51,13 @@ def encode(
     """
     slots = [max(stage.depth) for stage in space.stages]
     n_features = len(feature_names(space, derived=False))
+    if derived:  # counting validates every arch (an invalid one raises), so the loop below need not
+        macs = count_macs_many(space, archs, num_classes=num_classes).astype(np.float64) / 1e6
+        params = count_params_many(space, archs, num_classes=num_classes).astype(np.float64) / 1e6
     rows = np.zeros((len(archs), n_features), dtype=np.float64)
     for row, arch in enumerate(archs):
-        space.validate(arch)
+        if not derived:
+            space.validate(arch)
         values: list[float] = [arch.resolution, *arch.width, *arch.depth]
         for kernels, expands, slot_count in zip(arch.kernel_size, arch.expand_ratio, slots):
             for kernel, expand in zip(kernels, expands):
@@ -62,6 +66,4 @@ def encode(
         rows[row] = values
     if not derived:
         return rows
-    macs = count_macs_many(space, archs, num_classes=num_classes).astype(np.float64) / 1e6
-    params = count_params_many(space, archs, num_classes=num_classes).astype(np.float64) / 1e6
     return np.column_stack([rows, macs, params]) if len(archs) else np.zeros((0, n_features + 2))

@@ -1,5 +1,6 @@
 """Arch encoding: fixed length, documented order, inactive slots zero, derived costs."""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -91,3 +92,14 @@ def test_empty_and_foreign_archs():
         encode(tiny, [other.min_arch()])
     with pytest.raises(ValueError, match="another space"):
         encode(tiny, [other.min_arch()], derived=False)
+
+
+@pytest.mark.parametrize("derived", [True, False])
+def test_an_arch_with_a_value_outside_the_space_is_refused(derived: bool) -> None:
+    """With derived costs the counter validates; without them the encoder does: the same errors either way."""
+    tiny = load_space("tiny")
+    wrong_width = dataclasses.replace(tiny.max_arch(), width=(99, *tiny.max_arch().width[1:]))
+    wrong_kernel = dataclasses.replace(tiny.min_arch(), kernel_size=((7,), *tiny.min_arch().kernel_size[1:]))
+    for arch, field in ((wrong_width, r"arch\.width\[0\]"), (wrong_kernel, r"arch\.kernel_size")):
+        with pytest.raises(ValueError, match=field):
+            encode(tiny, [tiny.min_arch(), arch], derived=derived)
