@@ -39,6 +39,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         help=f"predictor name (default {DEFAULT_PREDICTOR}): {', '.join(PREDICTORS)}",
     )
     fit.add_argument("--out", required=True, type=Path, help="predictor file to write (JSON)")
+    fit.add_argument("--force", action="store_true", help="replace an existing predictor file")
     fit.add_argument("--seed", type=int, default=0, help="seed of the predictor (default 0)")
     fit.set_defaults(handler=run_fit)
 
@@ -106,6 +107,8 @@ def run_fit(args: argparse.Namespace) -> int:
     from predictors.models import create_predictor
 
     check_file_target(args.out, "--out")
+    if args.out.exists() and not args.force:
+        raise ValueError(f"--out {args.out} exists; pass --force to replace it (nothing was fitted)")
     space, records = _load_data(args)
     targets = target_values(records, args.target)
     predictor = create_predictor(args.model, space, seed=args.seed)

@@ -257,7 +257,11 @@ def test_cli_fit_and_bench(space, records, tmp_path, capsys):
     assert "fitted ridge on 160 rows" in capsys.readouterr().out
     loaded = load_predictor(model, space)
     assert loaded.predict([records[0].arch]).shape == (1,)
-    assert main(["predictors", "fit", str(data), "--space", "tiny", "--target", "val_loss", "--out", str(model)]) == 0
+    refit = ["predictors", "fit", str(data), "--space", "tiny", "--target", "val_loss", "--out", str(model)]
+    before = model.read_bytes()
+    assert main(refit) == 2  # an existing predictor is never replaced silently
+    assert "exists; pass --force" in capsys.readouterr().err and model.read_bytes() == before
+    assert main([*refit, "--force"]) == 0 and model.read_bytes() != before
 
     out = tmp_path / "bench"
     arguments = ["predictors", "bench", str(data), "--predictors", "lightgbm,macs", "--train-sizes", "10,30"]
