@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_finetune import _run_dirs, chosen_archs
+import ofa.pipeline
+from benchmarks.bench_finetune import RECIPE, _run_dirs, chosen_archs, train_supernet
 from ofa.flops import count_macs, count_params
 from ofa.space import load_space
+from ofa.train_config import load_train_config
 from predictors.dataset import ArchRecord, write_arch_csv
 
 
@@ -63,3 +65,16 @@ def test_a_budget_below_every_measured_arch_is_refused(arch_data: tuple[Path, li
 def test_runs_must_be_seed_equals_folder(value: str) -> None:
     with pytest.raises(ValueError, match="SEED=RUN_DIR"):
         _run_dirs([value])
+
+
+@pytest.mark.parametrize("epochs", [None, 32])
+def test_supernet_epochs_come_from_the_recipe_unless_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epochs: int | None
+) -> None:
+    trained = []
+    monkeypatch.setattr(ofa.pipeline, "train_or_continue", lambda config, **_: trained.append(config))
+    run_dir = train_supernet(3, tmp_path / "data", tmp_path / "out", epochs)
+    (config,) = trained
+    recipe = load_train_config(RECIPE)
+    assert config.epochs == (recipe.epochs if epochs is None else epochs)
+    assert config.seed == 3 and run_dir == tmp_path / "out" / "supernet-s3"
