@@ -107,9 +107,9 @@ def run_fit(args: argparse.Namespace) -> int:
     from predictors.models import create_predictor
 
     check_file_target(args.out, "--out")
+    space, records = _load_data(args)
     if args.out.exists() and not args.force:
         raise ValueError(f"--out {args.out} exists; pass --force to replace it (nothing was fitted)")
-    space, records = _load_data(args)
     targets = target_values(records, args.target)
     predictor = create_predictor(args.model, space, seed=args.seed)
     archs = [record.arch for record in records]
