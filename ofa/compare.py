@@ -87,7 +87,6 @@ def compare_samplers(
     progress: bool | None = None,
 ) -> Comparison:
     """Train each variant (same config, seed and steps), measure the same archs in each, compare the fronts."""
-
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants {unknown or '(none)'}: choose from {', '.join(VARIANTS)}")
@@ -116,7 +115,6 @@ def compare_samplers(
 def _train_and_measure(name: str, config: TrainConfig, archs: Sequence[Arch], show: bool) -> VariantResult:
     """Train one variant (or keep its finished run) and measure ``archs`` in its final weights (rows measured
     on other weights are re-measured)."""
-
     val_max, val_min = train_or_continue(config, show, f"[{name}] ")
     run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
     records = run.measure_into(RunFolder(config.run_dir).compare_arch_data, archs, progress=show)
@@ -178,7 +176,6 @@ def _write(out_dir: Path, comparison: Comparison) -> None:
 
 
 def _plot(path: Path, comparison: Comparison) -> None:
-
     matplotlib.use("Agg")
 
     figure, axis = plt.subplots(figsize=(7, 4.5))

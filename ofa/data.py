@@ -46,7 +46,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
-from ofa.train_config import AUGMENTATIONS, DATASETS, DataConfig
+from ofa.train_config import AUGMENTATIONS, DATASETS, DataConfig, check_int
 
 __all__ = [
     "AUGMENTATIONS",
@@ -84,11 +84,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # ---------------------------------------------------------------------------------------------------
 # config and result
-
-
-def _check_int(value: Any, field: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"data.{field} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass
@@ -506,7 +501,7 @@ def build_datasets(config: DataConfig, seed: int = 0) -> DataBundle:
         raise ValueError(f"data.name: unknown data set {config.name!r}; allowed: {', '.join(DATASETS)}")
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=DEFAULT_IMAGE_SIZE)
-    _check_int(seed, "seed", 0)
+    check_int(seed, "seed", 0)
     return _BUILDERS[config.name](config, seed)
 
 
@@ -521,8 +516,8 @@ def build_loader(
 
     Two loaders built alike yield the same batches (augmentation included) epoch after epoch.
     """
-    _check_int(batch_size, "batch_size", 1)
-    _check_int(workers, "workers", 0)
+    check_int(batch_size, "data.batch_size", 1)
+    check_int(workers, "data.workers", 0)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last, generator=generator
@@ -540,8 +535,8 @@ def calibration_batches(
     (as evaluation sees it) unless ``augment``, whose randomness is then drawn from the seeded generator;
     any other data set is read under a temporarily seeded global RNG, which is restored afterwards.
     """
-    _check_int(num_batches, "calibration.num_batches", 1)
-    _check_int(batch_size, "calibration.batch_size", 1)
+    check_int(num_batches, "calibration.num_batches", 1)
+    check_int(batch_size, "calibration.batch_size", 1)
     if len(dataset) == 0:
         raise ValueError("calibration batches need a non-empty data set")
     generator = torch.Generator().manual_seed(seed)

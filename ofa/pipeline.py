@@ -159,7 +159,6 @@ def train_or_continue(config: TrainConfig, progress: bool, prefix: str = "") -> 
 
 def check_same_config(config: TrainConfig) -> None:
     """An existing run directory must have been made by the same training config (nothing is overwritten)."""
-
     path = RunFolder(config.run_dir).config
     if not path.is_file():
         return
@@ -178,7 +177,6 @@ def run_pipeline(
     progress: bool | None = None,
 ) -> PipelineResult:
     """Run (or continue) the whole train-once deploy-many job; see the module docstring for the stages."""
-
     config = load_train_config(config_path, tuple(overrides))
     build_data(config, load_space(config.model.space)).require_test()  # the report needs test accuracy
     show = sys.stderr.isatty() if progress is None else progress
@@ -192,7 +190,6 @@ def _run_stages(
     config: TrainConfig, settings: PipelineSettings, budgets: list[float], result: PipelineResult, show: bool
 ) -> PipelineResult:
     """The pipeline's six stages on the locked run folder."""
-
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -246,7 +243,6 @@ def _run_stages(
 def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> list[ArchRecord]:
     """Stage 2: ``settings.num_archs`` archs spread over the FLOPs range measured into ``RUN/archs.csv``
     (rows made on these weights are reused); returns the rows of the run's own calibration seed."""
-
     _say(f"[2/6] evaluating {settings.num_archs} archs spread over the FLOPs range (BN recalibrated each)")
     archs = spread_archs(run.space, settings.num_archs, run.num_classes, settings.seed)
     return run.measure_into(RunFolder(run.run_dir).arch_data, archs, progress=show)
@@ -254,7 +250,6 @@ def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> l
 
 def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
     """The checked budgets (MMACs): the given ones, or ``num_budgets`` spread over the config's space."""
-
     space = load_space(config.model.space)
     num_classes = build_data(config, space).num_classes
     if settings.budgets:
@@ -264,7 +259,6 @@ def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
 
 def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -> tuple:
     """Score a predictor fitted on 1 - ``holdout`` of the records on the rest, then fit the final one on all."""
-
     order = list(range(len(records)))
     random.Random(settings.seed).shuffle(order)
     cut = round(len(order) * settings.holdout)
@@ -310,7 +304,6 @@ def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> flo
 
 def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
     """Export every chosen subnet into ``RUN/export/<budget>M`` and measure the reloaded model's test accuracy."""
-
     exports = []
     for subnet in chosen:
         out = RunFolder(run.run_dir).export(subnet.budget)

@@ -28,13 +28,15 @@ __all__ = [
     "OptimSection",
     "SamplerSection",
     "TrainConfig",
+    "check_int",
     "load_train_config",
 ]
 
 
-def _check_data_int(value: object, field: str, minimum: int) -> None:
+def check_int(value: object, name: str, minimum: int) -> None:
+    """``value`` must be an integer >= ``minimum``; the error names ``name`` (a config key or an argument)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"data.{field} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,9 @@ class DataConfig:
                 f"data.image_size must be an integer >= {MIN_IMAGE_SIZE} (or null: the space's largest resolution), "
                 f"got {size!r}"
             )
-        _check_data_int(self.batch_size, "batch_size", 1)
-        _check_data_int(self.eval_batch_size, "eval_batch_size", 1)
-        _check_data_int(self.workers, "workers", 0)
+        check_int(self.batch_size, "data.batch_size", 1)
+        check_int(self.eval_batch_size, "data.eval_batch_size", 1)
+        check_int(self.workers, "data.workers", 0)
         if not isinstance(self.download, bool):
             raise ValueError(f"data.download must be true or false, got {self.download!r}")
         if self.augment not in AUGMENTATIONS:

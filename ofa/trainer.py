@@ -190,13 +190,13 @@ def _write_metrics(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def _truncate_logs(run_dir: Path, epochs_done: int) -> None:
+def _truncate_logs(folder: RunFolder, epochs_done: int) -> None:
     """Drop the ``metrics.csv`` rows and ``archs.jsonl`` lines of epochs after the checkpoint.
 
     A run killed after logging an epoch but before saving its checkpoint repeats that epoch on resume,
     and a fresh run (``epochs_done`` 0) must not continue the logs of an attempt that saved nothing.
     """
-    metrics = RunFolder(run_dir).metrics
+    metrics = folder.metrics
     if metrics.is_file():
         with metrics.open(newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if _row_epoch(row) <= epochs_done]
@@ -204,7 +204,7 @@ def _truncate_logs(run_dir: Path, epochs_done: int) -> None:
             writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    archs = RunFolder(run_dir).trained_archs
+    archs = folder.trained_archs
     if archs.is_file():
         kept = [line for line in archs.read_text().splitlines() if _complete_line_epoch(line) <= epochs_done]
         archs.write_text("".join(line + "\n" for line in kept))
@@ -389,7 +389,7 @@ def _write_run_header(folder: RunFolder, config: TrainConfig, space: SearchSpace
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     folder.space.write_text(json.dumps({"space": space.to_dict(), "num_classes": classes}, indent=1))
-    _truncate_logs(folder.root, done)
+    _truncate_logs(folder, done)
 
 
 def _train_loader(

@@ -660,12 +660,18 @@ def test_a_reopened_run_calibrates_on_the_training_augmented_images(loaded: Load
     assert not torch.equal(loaded.calibration_images[0], plain[0])
 
 
-def test_calibrated_subnet_scores_what_evaluate_measured(loaded: LoadedRun) -> None:
-    """The extracted model carries the BN statistics the measurement used, whatever ran before it."""
-    run = loaded
-    arch = run.space.min_arch()
-    measured = run.evaluate(arch, "val").accuracy
+def test_calibrated_subnet_carries_the_statistics_evaluate_used(loaded: LoadedRun) -> None:
+    """The extracted model's outputs equal the supernet's as measured, whatever was calibrated in between;
+    extracting without recalibrating would keep the other arch's BN statistics."""
+    run, arch = loaded, loaded.space.min_arch()
+    images = resize_to(next(iter(run.val_loader))[0][:16], arch.resolution)
+    run.evaluate(arch, "val")  # the supernet calibrated for arch, active, in eval mode
+    with torch.no_grad():
+        measured = run.supernet(images)
     run.evaluate(run.space.max_arch(), "val")  # another arch's calibration in between
-    model = run.calibrated_subnet(arch)
-    assert not model.training
-    assert evaluate_model(model, run.val_loader, arch.resolution).accuracy == measured
+    with torch.no_grad():
+        stale = run.supernet.extract(arch).eval()(images)
+        model = run.calibrated_subnet(arch)
+        assert not model.training
+        torch.testing.assert_close(model(images), measured, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(stale, measured, atol=1e-3)
