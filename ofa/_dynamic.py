@@ -1,7 +1,9 @@
 """Dynamic (sliceable) layers of the supernet: the elastic ops of once-for-all (Cai et al., ICLR 2020).
 
 Width and expand ratio are first-k channel slices of the largest weight; a smaller kernel is the centre
-crop of the largest kernel; BN slices its affine parameters and running statistics. Every layer keeps
+crop of the largest kernel, or (``kernel_transform``) once-for-all's kernel transformation: the centre crop
+of the next larger transformed kernel times a learned matrix shared by all channels, chained from the
+largest kernel down; BN slices its affine parameters and running statistics. Every layer keeps
 the parameter names of its static counterpart (``weight``, ``bias``, ``running_mean``...), so a static
 model's state dict is the supernet's sliced to the static shapes (see :func:`slice_to_shape`).
 """
@@ -9,6 +11,7 @@ model's state dict is the supernet's sliced to the static shapes (see :func:`sli
 from __future__ import annotations
 
 from collections.abc import Hashable
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -22,6 +25,7 @@ __all__ = [
     "DynamicSqueezeExcite",
     "activation_layer",
     "slice_to_shape",
+    "transform_name",
 ]
 
 
@@ -100,6 +104,8 @@ class DynamicConv2d(_ViewCache, nn.Module):
         stride: stride of the conv.
         depthwise: one group per channel.
         bias: whether the conv has a bias.
+        transformed_kernels: smaller kernels made by transformation matrices instead of a plain centre crop
+            (parameters ``transform_<k>to<j>``, (j*j, j*j), identity at first, one per consecutive pair).
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class DynamicConv2d(_ViewCache, nn.Module):
         stride: int = 1,
         depthwise: bool = False,
         bias: bool = False,
+        transformed_kernels: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.stride = stride
@@ -119,6 +126,9 @@ class DynamicConv2d(_ViewCache, nn.Module):
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(max_out_channels)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        self.kernel_chain = _kernel_chain(max_kernel_size, transformed_kernels)
+        for larger, smaller in self.kernel_chain:
+            self.register_parameter(transform_name(larger, smaller), nn.Parameter(torch.eye(smaller * smaller)))
         # (in, out, kernel) -> (weight index or None for all, bias slice or None, padding, groups)
         self._slices: dict[tuple, tuple] = {}
         self._views: dict[tuple, tuple] = {}  # (in, out, kernel) -> (storage stamp, views); autograd off only
@@ -133,6 +143,20 @@ class DynamicConv2d(_ViewCache, nn.Module):
         bias = None if self.bias is None or out_channels == self.bias.size(0) else slice(0, out_channels)
         return index, bias, kernel_size // 2, in_channels if self.depthwise else 1
 
+    def kernel_weight(self, kernel_size: int, out_channels: int | None = None) -> torch.Tensor:
+        """The weight of ``kernel_size`` (first ``out_channels`` filters): the centre crop of the largest kernel,
+        or with transformation matrices the chained transformed crops (what extraction folds into a static
+        conv)."""
+        weight = self.weight if out_channels is None else self.weight[:out_channels]
+        for larger, smaller in self.kernel_chain:
+            if kernel_size > smaller:
+                break
+            start = (larger - smaller) // 2
+            crop = weight[:, :, start : start + smaller, start : start + smaller]
+            matrix = getattr(self, transform_name(larger, smaller))
+            weight = F.linear(crop.reshape(-1, smaller * smaller), matrix).view(crop.shape)
+        return slice_to_shape(weight, torch.Size((*weight.shape[:2], kernel_size, kernel_size)))
+
     def forward(self, x: torch.Tensor, out_channels: int | None = None, kernel_size: int | None = None) -> torch.Tensor:
         key = (x.size(1), out_channels, kernel_size)
         plan = self._slices.get(key)
@@ -140,9 +164,25 @@ class DynamicConv2d(_ViewCache, nn.Module):
             plan = self._slices[key] = self._slice_plan(*key)
         index, bias_index, padding, groups = plan
         weight, bias = self.weight, self.bias
-        if index is not None or bias_index is not None:
+        if self.kernel_chain and kernel_size is not None and kernel_size < weight.size(2):
+            weight = self.kernel_weight(kernel_size, x.size(1) if self.depthwise else out_channels)
+            bias = bias if bias_index is None else bias[bias_index]
+        elif index is not None or bias_index is not None:
             weight, bias = _cached_views(self._views, key, (weight, bias), (index, bias_index))
         return F.conv2d(x, weight, bias, self.stride, padding, 1, groups)
+
+
+def transform_name(larger: int, smaller: int) -> str:
+    """The parameter name of the matrix that makes kernel ``smaller`` from kernel ``larger``."""
+    return f"transform_{larger}to{smaller}"
+
+
+def _kernel_chain(max_kernel_size: int, transformed_kernels: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Consecutive (larger, smaller) kernel pairs from ``max_kernel_size`` down through ``transformed_kernels``."""
+    sizes = sorted({max_kernel_size, *transformed_kernels}, reverse=True)
+    if sizes[0] != max_kernel_size:
+        raise ValueError(f"transformed kernels {transformed_kernels} exceed the largest kernel {max_kernel_size}")
+    return tuple(pairwise(sizes))
 
 
 class DynamicBatchNorm2d(_ViewCache, nn.BatchNorm2d):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ __all__ = [
     "check_file_target",
     "check_folder_target",
     "file_sha256",
+    "publish_folder",
     "remove_stale_temp_files",
 ]
 
@@ -92,3 +94,21 @@ def _fsync_directory(folder: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Rename the complete folder ``staging`` to ``target`` (a sibling); an old ``target`` is moved aside
+    first and removed only once the new one is in place, so a crash leaves the old or the new folder."""
+    _fsync_directory(staging)
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        os.replace(staging, target)  # POSIX: a directory may replace an empty directory
+    else:
+        backup = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+        os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    _fsync_directory(target.parent)

@@ -13,6 +13,7 @@ import typing
 from collections.abc import Sequence
 
 from ofa.atomic import check_file_target
+from ofa.cli_import import add_import_commands
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_command(commands)
     add_predictor_commands(commands)
     add_run_commands(commands)
+    add_import_commands(commands)
     return parser
 
 

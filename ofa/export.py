@@ -18,7 +18,6 @@ resized to ``resolution`` (bilinear, antialiased when downsampling) and normalis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ofa.atomic import file_sha256, publish_folder
 from ofa.bn import resize_to
 from ofa.flops import count_macs, count_params
 from ofa.layout import network_layout
@@ -168,13 +168,13 @@ def _write_weights(state: dict[str, torch.Tensor], path: Path) -> dict[str, str]
     save_file(state, str(path), metadata={"format": EXPORT_FORMAT})
     path.chmod(0o644)  # safetensors writes owner-only files; the export is an ordinary folder
     _fsync(path)
-    return {"file": path.name, "sha256": _sha256(path)}
+    return {"file": path.name, "sha256": file_sha256(path)}
 
 
 def _write_onnx(model: StaticNet, path: Path, channels: int, resolution: int) -> dict[str, Any]:
     """Write and check ``model.onnx``; returns its ``arch.json`` entry."""
     difference = _export_onnx(model, path, channels, resolution)
-    return {"file": path.name, "sha256": _sha256(path), "opset": ONNX_OPSET, "max_abs_diff": difference}
+    return {"file": path.name, "sha256": file_sha256(path), "opset": ONNX_OPSET, "max_abs_diff": difference}
 
 
 def check_export_target(out_dir: str | Path, force: bool) -> None:
@@ -288,19 +288,7 @@ def _export_onnx(model: StaticNet, path: Path, channels: int, resolution: int) -
 def _move_into_place(staging: Path, out_dir: Path, force: bool) -> None:
     """Rename the complete ``staging`` folder to ``out_dir``; an old export is removed only afterwards."""
     check_export_target(out_dir, force)  # the target may have appeared while we worked
-    _fsync(staging)
-    if not out_dir.exists() or not any(out_dir.iterdir()):
-        os.replace(staging, out_dir)  # POSIX: a directory may replace an empty directory
-    else:
-        backup = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
-        os.replace(out_dir, backup)
-        try:
-            os.replace(staging, out_dir)
-        except BaseException:
-            os.replace(backup, out_dir)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
-    _fsync(out_dir.parent)
+    publish_folder(staging, out_dir)
 
 
 def _fsync(path: Path) -> None:
@@ -309,14 +297,6 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -386,7 +366,7 @@ def load_subnet(directory: str | Path) -> StaticNet:
     weights_path = directory / weights_name
     if not weights_path.is_file():
         raise ValueError(f"{weights_path} not found (named by {arch_path})")
-    actual_sha = _sha256(weights_path)
+    actual_sha = file_sha256(weights_path)
     if actual_sha != recorded_sha:
         raise ValueError(
             f"{weights_path}: sha256 {actual_sha} differs from {recorded_sha} recorded in {arch_path}; "

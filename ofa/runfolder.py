@@ -3,7 +3,8 @@
 No other module spells a file name of a run; they ask a :class:`RunFolder` for the path::
 
     RUN/
-      config.yaml            the resolved training config (``ofa train``)
+      config.yaml            the resolved training config (``ofa train``; ``ofa import`` writes one for its data)
+      provenance.json        where imported weights came from (``ofa import``)
       space.json             the space and class count, readable without torch
       metrics.csv            one row per epoch
       archs.jsonl            the subnets trained at every step
@@ -42,6 +43,11 @@ class RunFolder:
     def config(self) -> Path:
         """The resolved training config."""
         return self.root / "config.yaml"
+
+    @property
+    def provenance(self) -> Path:
+        """Where an imported run's weights came from (absent in trained runs)."""
+        return self.root / "provenance.json"
 
     @property
     def space(self) -> Path:

@@ -308,6 +308,7 @@ class SearchSpace:
     head: HeadSpec
     input_channels: int = 3
     description: str = field(default="", compare=False)
+    kernel_transform: bool = False  # smaller kernels: centre crop (False) or once-for-all's transformed crop
 
     # --- construction --------------------------------------------------------------------------------
 
@@ -318,7 +319,7 @@ class SearchSpace:
             data,
             source,
             {"name", "resolution", "granularity", "shortcut", "stem", "stages", "head"},
-            {"input_channels", "description"},
+            {"input_channels", "description", "kernel_transform"},
         )
         if not isinstance(top["name"], str) or not top["name"]:
             raise ValueError(f"{source}.name: expected a non-empty string, got {top['name']!r}")
@@ -340,11 +341,13 @@ class SearchSpace:
             head=head,
             input_channels=_int(top.get("input_channels", 3), f"{source}.input_channels"),
             description=description,
+            kernel_transform=_bool(top.get("kernel_transform", False), f"{source}.kernel_transform"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data that ``SearchSpace.from_dict`` reads back to an equal space."""
-        return {
+        """Plain data that ``SearchSpace.from_dict`` reads back to an equal space (``kernel_transform`` only when
+        set, so the fingerprints of centre-crop spaces stay those of files saved before the option existed)."""
+        data = {
             "name": self.name,
             "description": self.description,
             "input_channels": self.input_channels,
@@ -377,6 +380,9 @@ class SearchSpace:
                 "activation": self.head.activation,
             },
         }
+        if self.kernel_transform:
+            data["kernel_transform"] = True
+        return data
 
     # --- the choices of every field, in arch order ------------------------------------------------------
 

@@ -72,6 +72,7 @@ class DynamicInvertedResidual(nn.Module):
         se: whether the block has squeeze-excite.
         activation: activation name.
         shortcut_policy: ``projected`` or ``identity`` (the space's shortcut policy).
+        kernel_transform: smaller kernels by transformation matrices (once-for-all) instead of a centre crop.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class DynamicInvertedResidual(nn.Module):
         se: bool,
         activation: str,
         shortcut_policy: str,
+        kernel_transform: bool = False,
     ) -> None:
         super().__init__()
         max_in, max_out = max(in_choices), max(out_choices)
@@ -96,7 +98,10 @@ class DynamicInvertedResidual(nn.Module):
         self.bn1 = DynamicBatchNorm2d(max_mid) if has_expand else None
         self.act1 = activation_layer(activation)
         # depthwise
-        self.conv_dw = DynamicConv2d(max_mid, max_mid, max(kernel_choices), stride, depthwise=True)
+        transformed = kernel_choices if kernel_transform else ()
+        self.conv_dw = DynamicConv2d(
+            max_mid, max_mid, max(kernel_choices), stride, depthwise=True, transformed_kernels=transformed
+        )
         self.bn2 = DynamicBatchNorm2d(max_mid)
         self.act2 = activation_layer(activation)
         # squeeze-excite
@@ -228,6 +233,7 @@ class Supernet(nn.Module):
                         se=stage.se,
                         activation=stage.activation,
                         shortcut_policy=space.shortcut,
+                        kernel_transform=space.kernel_transform,
                     )
                 )
             stages.append(nn.ModuleList(blocks))
@@ -280,10 +286,18 @@ class Supernet(nn.Module):
         return self.head(x)  # (B, classes)
 
     def extract(self, arch: Arch) -> StaticNet:
-        """A static model of ``arch`` with the supernet's sliced weights and BN statistics copied in."""
+        """A static model of ``arch`` with the supernet's sliced weights and BN statistics copied in (kernel
+        transformations folded into the depthwise weights)."""
         layout = network_layout(self.space, arch, self.num_classes)
         model = StaticNet(layout, self.dropout)
         source = self.state_dict()
+        if self.space.kernel_transform:
+            with torch.no_grad():
+                for stage_index, blocks in enumerate(self.stages):
+                    for block_index in range(arch.depth[stage_index]):
+                        kernel = arch.kernel_size[stage_index][block_index]
+                        name = f"stages.{stage_index}.{block_index}.conv_dw.weight"
+                        source[name] = blocks[block_index].conv_dw.kernel_weight(kernel)
         target = model.state_dict()
         sliced = {name: slice_to_shape(source[name], tensor.shape).clone() for name, tensor in target.items()}
         model.load_state_dict(sliced, strict=True)
