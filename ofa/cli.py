@@ -120,7 +120,9 @@ def _command_export(args: argparse.Namespace) -> None:
 
     out, info = export_from_run(args.run, args.arch, args.flops, args.out, args.force, args.onnx, args.predictor)
     onnx = f", ONNX max abs diff {info['onnx']['max_abs_diff']:.2e}" if info.get("onnx") else ""
-    print(f"exported {info['arch_short']} ({info['mmacs']:.2f} MMACs) to {out}{onnx}")
+    measured = info.get("metadata") or {}
+    accuracy = ", ".join(f"{split} {100 * measured[f'{split}_acc']:.2f}%" for split in ("val", "test"))
+    print(f"exported {info['arch_short']} ({info['mmacs']:.2f} MMACs; {accuracy}) to {out}{onnx}")
 
 
 def _command_finetune(args: argparse.Namespace) -> None:
