@@ -344,3 +344,27 @@ def test_kernel_transform_is_a_checked_space_option() -> None:
     assert "kernel_transform" not in load_space("attentivenas").to_dict()  # centre-crop fingerprints unchanged
     with pytest.raises(ValueError, match=r"space.kernel_transform: expected true or false, got 'yes'"):
         SearchSpace.from_dict({**space.to_dict(), "kernel_transform": "yes"})
+
+
+def test_exported_subnet_of_an_imported_supernet_gives_the_reference_logits(tmp_path: Path) -> None:
+    """The kernel transformation survives export: the standalone model reproduces the reference."""
+    from ofa.export import export_subnet, load_subnet
+
+    supernet = _imported("ofa_mbv3")
+    arch = arch_from_reference("ofa_mbv3", supernet.space, fixture("ofa_mbv3")["archs"][2])  # kernels 3, 5 and 7
+    model = supernet.extract(arch).eval()
+    export_subnet(
+        model,
+        supernet.space,
+        arch,
+        tmp_path / "export",
+        num_classes=1000,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        metadata={},
+    )
+    loaded = load_subnet(tmp_path / "export").eval()
+    expected = load_file(FIXTURES / "ofa_mbv3_reference_logits.safetensors")["logits_2"]
+    with torch.no_grad():
+        logits = loaded(reference_input(2, arch.resolution))
+    assert torch.allclose(logits, expected, atol=TOLERANCE, rtol=0), (logits - expected).abs().max()
