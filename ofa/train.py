@@ -2,7 +2,8 @@
 
 Each step trains the largest subnet on the labels (label smoothing, dropout, drop-path), then ``n - 2`` sampled
 subnets and the smallest subnet on the largest one's detached predictions (BigNAS, Yu et al., ECCV
-2020), optionally mixed with the label loss (``distill_label_weight``); the sampled subnets come from a
+2020; KL, or AlphaNet's α-divergence with ``kd.loss: alpha``), optionally mixed with the label loss
+(``distill_label_weight``); the sampled subnets come from a
 uniform, FLOPs-target or AttentiveNAS BestUp/WorstUp sampler (Wang et al., CVPR 2021). Gradients of all
 subnets are accumulated into one optimizer step.
 """
@@ -13,7 +14,7 @@ import contextlib
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa.bn import resize_to
+from ofa.distill import adaptive_alpha_divergence
 from ofa.distributed import DistributedContext
 from ofa.errors import TrainingDivergedError
 from ofa.space import Arch
 from ofa.supernet import Supernet
-from ofa.train_config import OptimSection
+from ofa.train_config import KdSection, OptimSection
 
 __all__ = [
     "TrainingDivergedError",
@@ -120,6 +122,7 @@ class StepSettings:
     bf16: bool
     drop_path: float = 0.0
     distill_label_weight: float = 0.0  # the distilled subnets' loss: (1 - w) * distillation + w * labels
+    kd: KdSection = field(default_factory=KdSection)  # distillation loss: KL or AlphaNet's alpha-divergence
 
 
 def _slot_name(slot: int, count: int) -> str:
@@ -159,7 +162,8 @@ def sandwich_step(
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
     loss.backward()
     losses.append(loss.detach())
-    teacher = F.softmax(logits.detach().float(), dim=1)
+    teacher_log_probs = F.log_softmax(logits.detach().float(), dim=1)
+    teacher = teacher_log_probs.exp()
     # sampled and smallest subnets: in-place distillation
     supernet.set_dropout(0.0)
     supernet.set_drop_path(0.0)
@@ -167,7 +171,7 @@ def sandwich_step(
         supernet.set_active(arch)
         with autocast:
             logits = supernet(resize_to(images, arch.resolution)).float()
-            loss = soft_cross_entropy(logits, teacher)
+            loss = _distillation_loss(settings.kd, logits, teacher, teacher_log_probs)
             if settings.distill_label_weight > 0:
                 labelled = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
                 loss = (1 - settings.distill_label_weight) * loss + settings.distill_label_weight * labelled
@@ -183,6 +187,15 @@ def sandwich_step(
         nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
     optimizer.step()
     return values
+
+
+def _distillation_loss(
+    kd: KdSection, logits: torch.Tensor, teacher: torch.Tensor, teacher_log_probs: torch.Tensor
+) -> torch.Tensor:
+    """The distilled subnet's loss against the largest subnet's detached predictions."""
+    if kd.loss == "alpha":
+        return adaptive_alpha_divergence(logits, teacher_log_probs, kd.alpha_min, kd.alpha_max, kd.iw_clip)
+    return soft_cross_entropy(logits, teacher)
 
 
 def python_rng_state(rng: random.Random) -> list:

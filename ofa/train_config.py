@@ -24,6 +24,7 @@ __all__ = [
     "CalibrationSection",
     "DataConfig",
     "GuideSection",
+    "KdSection",
     "ModelSection",
     "OptimSection",
     "SamplerSection",
@@ -147,6 +148,32 @@ class OptimSection:
             raise ValueError(f"min_lr must be <= lr ({self.lr}), got {self.min_lr}")
 
 
+KD_LOSSES = ("kl", "alpha")
+
+
+@dataclass(frozen=True)
+class KdSection:
+    """The distilled subnets' loss against the largest subnet: ``kl`` or AlphaNet's adaptive ``alpha``-divergence
+    (per sample the larger of D at ``alpha_min`` and ``alpha_max``, importance weights clipped at ``iw_clip``)."""
+
+    loss: str = "kl"
+    alpha_min: float = -1.0
+    alpha_max: float = 1.0
+    iw_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in KD_LOSSES:
+            raise ValueError(f"kd.loss: {self.loss!r} is not one of {', '.join(KD_LOSSES)}")
+        for name in ("alpha_min", "alpha_max", "iw_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"kd.{name} must be a finite number, got {value!r}")
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"kd.alpha_min ({self.alpha_min}) must be <= kd.alpha_max ({self.alpha_max})")
+        if self.iw_clip <= 0:
+            raise ValueError(f"kd.iw_clip must be > 0, got {self.iw_clip}")
+
+
 @dataclass(frozen=True)
 class SamplerSection:
     """Which subnets a sandwich step trains: max, ``num_subnets - 2`` sampled, min."""
@@ -246,6 +273,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    kd: KdSection = field(default_factory=KdSection)
     sampler: SamplerSection = field(default_factory=SamplerSection)
     guide: GuideSection = field(default_factory=GuideSection)
     calibration: CalibrationSection = field(default_factory=CalibrationSection)

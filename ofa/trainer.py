@@ -373,6 +373,7 @@ def _step_settings(config: TrainConfig) -> StepSettings:
         config.bf16,
         model.drop_path,
         optim.distill_label_weight,
+        config.kd,
     )
 
 
