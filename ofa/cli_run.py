@@ -91,6 +91,8 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-archs", type=int, default=100, help="archs measured in every supernet (same archs)")
     parser.add_argument("--budgets", help="MMAC budgets for accuracy-at-budget (default: spread over the space)")
     parser.add_argument(
-        "--variants", default="uniform,bestup_loss,bestup_predictor", help="comma-separated subset of the variants"
+        "--variants",
+        default="uniform,bestup_loss,bestup_predictor",
+        help="comma-separated variants: uniform, bestup_loss, bestup_predictor, bestup_alpha (AlphaNet's loss)",
     )
     parser.set_defaults(handler=_command_compare)

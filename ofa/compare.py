@@ -35,13 +35,16 @@ if TYPE_CHECKING:
     from ofa.space import Arch
     from ofa.train_config import TrainConfig
 
-__all__ = ["VARIANTS", "Comparison", "compare_samplers", "format_comparison"]
+__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "Comparison", "compare_samplers", "format_comparison"]
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "uniform": ("sampler.name=uniform", "guide.enabled=false"),
     "bestup_loss": ("sampler.name=bestup", "sampler.scorer=loss", "guide.enabled=false"),
     "bestup_predictor": ("sampler.name=bestup", "sampler.scorer=predictor", "guide.enabled=true"),
+    # AlphaNet: BestUp-3 (loss) with the adaptive alpha-divergence instead of KL
+    "bestup_alpha": ("sampler.name=bestup", "sampler.scorer=loss", "guide.enabled=false", "kd.loss=alpha"),
 }
+DEFAULT_VARIANTS = ("uniform", "bestup_loss", "bestup_predictor")
 
 
 @dataclass
@@ -82,7 +85,7 @@ def compare_samplers(
     out_dir: str | Path,
     num_archs: int = 100,
     budgets: Sequence[float] | None = None,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[str] = DEFAULT_VARIANTS,
     seed: int = 0,
     progress: bool | None = None,
 ) -> Comparison:
