@@ -164,8 +164,14 @@ def _command_search(args: argparse.Namespace) -> None:
 
     with run_lock(args.run, "ofa search"):
         run = load_run(args.run)
-        chosen, _ = search_run(run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty())
+        chosen, summary = search_run(
+            run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty(), strategy=args.strategy
+        )
     print(format_subnets(chosen))
+    print(
+        f"{args.strategy}: {summary['predictor_queries']} predictor queries, "
+        f"{summary['supernet_measurements']} supernet measurements"
+    )
     print(f"written: {RunFolder(run.run_dir).pareto_json}, pareto.csv, pareto.png")
 
 
@@ -202,6 +208,12 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--finalists", type=int, default=3, help="candidates per budget evaluated for real")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--strategy",
+        choices=("evolution", "random"),
+        default="evolution",
+        help="evolution (default) or random: as many distinct archs per budget as evolution scores",
+    )
     parser.set_defaults(handler=_command_search)
 
     parser = commands.add_parser("query", help="the best subnet of a run within one FLOPs budget")

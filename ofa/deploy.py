@@ -220,6 +220,7 @@ def search_run(
     finalists: int = 3,
     progress: bool = False,
     plot: bool = True,
+    strategy: str = "evolution",
 ) -> tuple[list[ChosenSubnet], dict[str, Any]]:
     """Search every budget with the predictor, evaluate the finalists in the supernet, write the results.
 
@@ -236,6 +237,7 @@ def search_run(
         finalists: candidates per budget evaluated for real on val.
         progress: show a progress bar.
         plot: also draw ``pareto.png``.
+        strategy: ``evolution``, or ``random`` (as many distinct archs per budget as evolution can score).
 
     Returns:
         The chosen subnet per budget (in the given order) and the content of ``pareto.json``.
@@ -246,10 +248,14 @@ def search_run(
     if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings = SearchSettings() if settings is None else settings
-    result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes)
-    chosen = _choose_measured(run, result, predictor, finalists, progress)
+    result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes, strategy)
+    measurements: list[int] = []
+    chosen = _choose_measured(run, result, predictor, finalists, progress, measurements)
     summary = {
         "space": run.space.name,
+        "strategy": strategy,
+        "predictor_queries": result.num_evaluations,
+        "supernet_measurements": len(measurements),
         "num_classes": run.num_classes,
         "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
         "finalists_per_budget": finalists,
@@ -269,10 +275,16 @@ def search_run(
 
 
 def _choose_measured(
-    run: MeasurableRun, result: MultiBudgetResult, predictor: Predictor, finalists: int, progress: bool
+    run: MeasurableRun,
+    result: MultiBudgetResult,
+    predictor: Predictor,
+    finalists: int,
+    progress: bool,
+    measurements: list[int],
 ) -> list[ChosenSubnet]:
     """Per budget (in the given order): the best val accuracy among its finalists, measured now, and every
-    arch already measured within it; its test accuracy measured once."""
+    arch already measured within it; its test accuracy measured once. Each measurement made appends 1 to
+    ``measurements``."""
     from tqdm import tqdm
 
     space, num_classes = run.space, run.num_classes
@@ -286,6 +298,7 @@ def _choose_measured(
             arch = search.archs[index]
             if arch not in known:
                 known[arch] = (run.evaluate(arch, "val").accuracy, None)
+                measurements.append(1)
             bar.update(1)
         pool = list(known)
         costs = count_macs_many(space, pool, num_classes) / 1e6
@@ -296,6 +309,7 @@ def _choose_measured(
         arch, (val_acc, test_acc) = pool[best], known[pool[best]]
         if test_acc is None:
             test_acc = run.evaluate(arch, "test").accuracy
+            measurements.append(1)
             known[arch] = (val_acc, test_acc)
         picks[position] = ChosenSubnet(
             budget=budget,

@@ -675,3 +675,26 @@ def test_calibrated_subnet_carries_the_statistics_evaluate_used(loaded: LoadedRu
         assert not model.training
         torch.testing.assert_close(model(images), measured, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(stale, measured, atol=1e-3)
+
+
+def test_search_run_counts_queries_and_measurements_for_each_strategy(
+    cost_predictors: dict[str, Path], tmp_path_factory
+) -> None:
+    from predictors.models import load_predictor
+
+    predictor = load_predictor(cost_predictors["macs"], TINY)
+    for strategy in ("evolution", "random"):
+        run = StubRun(tmp_path_factory.mktemp(strategy))
+        chosen, summary = search_run(run, [2.0, 4.0], predictor, QUICK, finalists=2, plot=False, strategy=strategy)
+        assert summary["strategy"] == strategy
+        assert summary["supernet_measurements"] == len(run.calls) > 0
+        assert summary["predictor_queries"] == summary["search"]["num_evaluations"] > 0
+        assert all(count_macs(TINY, subnet.arch, NUM_CLASSES) / 1e6 <= subnet.budget + 1e-9 for subnet in chosen)
+    with pytest.raises(ValueError, match="unknown search strategy 'rl'"):
+        search_run(StubRun(tmp_path_factory.mktemp("rl")), [2.0], predictor, QUICK, strategy="rl")
+
+
+def test_cli_search_refuses_an_unknown_strategy(trained_run: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own choice check, one line (OneLineParser)
+        main(["search", str(trained_run), "--budgets", "2M", "--strategy", "rl"])
+    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--strategy", "'rl'")
