@@ -210,9 +210,10 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--strategy",
-        choices=("evolution", "random"),
+        choices=("evolution", "random", "rl"),
         default="evolution",
-        help="evolution (default) or random: as many distinct archs per budget as evolution scores",
+        help="evolution (default), random or rl (LSTM controller): rl and random score as many distinct archs "
+        "per budget as evolution",
     )
     parser.set_defaults(handler=_command_search)
 

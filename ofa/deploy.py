@@ -237,7 +237,7 @@ def search_run(
         finalists: candidates per budget evaluated for real on val.
         progress: show a progress bar.
         plot: also draw ``pareto.png``.
-        strategy: ``evolution``, or ``random`` (as many distinct archs per budget as evolution can score).
+        strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores).
 
     Returns:
         The chosen subnet per budget (in the given order) and the content of ``pareto.json``.

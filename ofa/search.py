@@ -59,7 +59,7 @@ __all__ = [
 Objective = Callable[[Sequence[Arch]], np.ndarray]
 """Scores a batch of archs (higher is better), e.g. a fitted accuracy predictor's ``predict``."""
 
-STRATEGIES = ("evolution", "random")
+STRATEGIES = ("evolution", "random", "rl")
 PARENT_SELECTIONS = ("top", "front")
 RANDOM_DRAWS_PER_EVALUATION = 100
 
@@ -462,6 +462,19 @@ def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max
     return _result("random", scorer, budget, keys, running[marks].tolist(), start, seed)
 
 
+def _reinforce(scorer: _Scorer, budget: float, num_evaluations: int, seed: int) -> SearchResult:
+    """An RL controller's search (see :mod:`ofa.search_rl`); a draw shrunk into the budget when it found none."""
+    from ofa.search_rl import reinforce_rows  # torch: loaded for this strategy only (queries stay torch-free)
+
+    start = time.perf_counter()
+    keys, history = reinforce_rows(scorer.genome, scorer.score, budget, num_evaluations, seed)
+    if not keys:
+        rows = scorer.genome.shrink(scorer.genome.sample(1, np.random.default_rng(seed)), budget)
+        keys = scorer.genome.keys(rows)
+        history = scorer.score(keys, rows, scorer.genome.mmacs(rows)).tolist()
+    return _result("rl", scorer, budget, keys, history, start, seed)
+
+
 # ----------------------------------------------------------------------------------------------------
 # public searches
 # ----------------------------------------------------------------------------------------------------
@@ -554,15 +567,15 @@ def search_budgets(
         budgets: MMACs (or strings such as ``"5M"``).
         settings: evolution settings; random search uses only ``seed``.
         num_classes: classifier outputs counted in the MACs.
-        strategy: ``evolution`` or ``random``.
-        evaluations_per_budget: random search only: archs per budget (default population x
+        strategy: ``evolution``, ``random`` or ``rl`` (an LSTM controller, :mod:`ofa.search_rl`).
+        evaluations_per_budget: random and rl only: distinct archs scored per budget (default population x
             (generations + 1), the most evolution can evaluate).
     """
     settings = _settings(settings)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if strategy == "evolution" and evaluations_per_budget is not None:
-        raise ValueError("evaluations_per_budget applies to strategy 'random' only; evolution uses settings")
+        raise ValueError("evaluations_per_budget applies to strategies 'random' and 'rl'; evolution uses settings")
     if evaluations_per_budget is None:
         evaluations_per_budget = settings.population * (settings.generations + 1)
     _check_int("evaluations_per_budget", evaluations_per_budget, 1, 10**9)
@@ -576,6 +589,8 @@ def search_budgets(
         seed = settings.seed + index
         if strategy == "evolution":
             results.append(_evolve(scorer, budget, dataclasses.replace(settings, seed=seed)))
+        elif strategy == "rl":
+            results.append(_reinforce(scorer, budget, evaluations_per_budget, seed))
         else:
             draws = RANDOM_DRAWS_PER_EVALUATION * evaluations_per_budget
             results.append(_random(scorer, budget, evaluations_per_budget, seed, draws))

@@ -683,18 +683,18 @@ def test_search_run_counts_queries_and_measurements_for_each_strategy(
     from predictors.models import load_predictor
 
     predictor = load_predictor(cost_predictors["macs"], TINY)
-    for strategy in ("evolution", "random"):
+    for strategy in ("evolution", "random", "rl"):
         run = StubRun(tmp_path_factory.mktemp(strategy))
         chosen, summary = search_run(run, [2.0, 4.0], predictor, QUICK, finalists=2, plot=False, strategy=strategy)
         assert summary["strategy"] == strategy
         assert summary["supernet_measurements"] == len(run.calls) > 0
         assert summary["predictor_queries"] == summary["search"]["num_evaluations"] > 0
         assert all(count_macs(TINY, subnet.arch, NUM_CLASSES) / 1e6 <= subnet.budget + 1e-9 for subnet in chosen)
-    with pytest.raises(ValueError, match="unknown search strategy 'rl'"):
-        search_run(StubRun(tmp_path_factory.mktemp("rl")), [2.0], predictor, QUICK, strategy="rl")
+    with pytest.raises(ValueError, match="unknown search strategy 'dnas'"):
+        search_run(StubRun(tmp_path_factory.mktemp("dnas")), [2.0], predictor, QUICK, strategy="dnas")
 
 
 def test_cli_search_refuses_an_unknown_strategy(trained_run: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:  # argparse's own choice check, one line (OneLineParser)
-        main(["search", str(trained_run), "--budgets", "2M", "--strategy", "rl"])
-    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--strategy", "'rl'")
+        main(["search", str(trained_run), "--budgets", "2M", "--strategy", "dnas"])
+    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--strategy", "'dnas'")
