@@ -164,6 +164,32 @@ def measure_quality(enumerated: int = 100_000) -> dict[str, float]:
     return numbers
 
 
+def compare_strategies(seeds: Sequence[int] = range(5), enumerated: int = 100_000) -> dict[str, list[float]]:
+    """P6b: evolution, random and rl (LSTM controller) at the same objective queries per budget (evolution's
+    small settings: 30 x 11), one search over the 7 budgets per seed; hypervolume ratio per seed."""
+    space = load_space("tiny")
+    rng = random.Random(123)
+    archs = [space.sample(rng) for _ in range(enumerated)]
+    costs, scores = count_macs_many(space, archs, 10) / 1e6, synthetic_accuracy(archs)
+    largest = float(count_macs_many(space, [space.max_arch()], 10)[0]) / 1e6
+    point = (largest, float(synthetic_accuracy([space.min_arch()])[0]))
+    front = pareto_front(costs, scores)
+    best_known = hypervolume(costs[front], scores[front], *point)
+    budgets = [float(b) for b in np.geomspace(1.5 * smallest_mmacs(space), largest, 7)]
+    ratios: dict[str, list[float]] = {"evolution": [], "random": [], "rl": [], "rl_seconds": []}
+    for seed in seeds:
+        settings = SearchSettings(population=30, generations=10, seed=100 * seed)
+        queries = settings.population * (settings.generations + 1)
+        for strategy in ("evolution", "random", "rl"):
+            start = time.perf_counter()
+            per_budget = None if strategy == "evolution" else queries
+            result = search_budgets(space, synthetic_accuracy, budgets, settings, 10, strategy, per_budget)
+            ratios[strategy].append(result.hypervolume(*point) / best_known)
+            if strategy == "rl":
+                ratios["rl_seconds"].append(time.perf_counter() - start)
+    return ratios
+
+
 def main() -> dict[str, float]:
     """Measure P5 and P6, print two tables, return the numbers."""
     speed = measure_speed()
@@ -208,7 +234,16 @@ def main() -> dict[str, float]:
             ]
         )
     print_table(["strategy", "hypervolume ratio", "evaluations", "seconds"], quality_rows)
-    return {**speed, **quality}
+    strategies = compare_strategies()
+    print("\nP6b: strategies at 330 objective queries per budget (7 budgets), hypervolume ratio, 5 seeds")
+    print_table(
+        ["strategy", "mean", "std", "min", "max"],
+        [
+            [name, float(np.mean(values)), float(np.std(values)), min(values), max(values)]
+            for name, values in strategies.items()
+        ],
+    )
+    return {**speed, **quality, **{f"p6b_{name}_mean": float(np.mean(v)) for name, v in strategies.items()}}
 
 
 if __name__ == "__main__":
