@@ -136,16 +136,23 @@ def synthetic_accuracy(archs: Sequence[Arch]) -> np.ndarray:
     return np.array(scores)
 
 
-def measure_quality(enumerated: int = 100_000) -> dict[str, float]:
-    """P6: hypervolume of the front over 7 budgets / the best front among ``enumerated`` random archs."""
+def _reference_front(enumerated: int) -> tuple[SearchSpace, tuple[float, float], float, list[float]]:
+    """The tiny space, the hypervolume reference point (largest subnet's MMACs, smallest subnet's score), the
+    hypervolume of the best front among ``enumerated`` random archs, and 7 budgets spread over the range."""
     space = load_space("tiny")
     rng = random.Random(123)
     archs = [space.sample(rng) for _ in range(enumerated)]
     costs, scores = count_macs_many(space, archs, 10) / 1e6, synthetic_accuracy(archs)
     largest = float(count_macs_many(space, [space.max_arch()], 10)[0]) / 1e6
     point = (largest, float(synthetic_accuracy([space.min_arch()])[0]))
-    best_known = hypervolume(costs[pareto_front(costs, scores)], scores[pareto_front(costs, scores)], *point)
-    budgets = [float(b) for b in np.geomspace(1.5 * smallest_mmacs(space), largest, 7)]
+    front = pareto_front(costs, scores)
+    best_known = hypervolume(costs[front], scores[front], *point)
+    return space, point, best_known, [float(b) for b in np.geomspace(1.5 * smallest_mmacs(space), largest, 7)]
+
+
+def measure_quality(enumerated: int = 100_000) -> dict[str, float]:
+    """P6: hypervolume of the front over 7 budgets / the best front among ``enumerated`` random archs."""
+    space, point, best_known, budgets = _reference_front(enumerated)
     numbers: dict[str, float] = {"p6_enumerated_archs": float(enumerated)}
     for label, settings in (("small", SearchSettings(population=30, generations=10)), ("default", SearchSettings())):
         start = time.perf_counter()
@@ -167,15 +174,7 @@ def measure_quality(enumerated: int = 100_000) -> dict[str, float]:
 def compare_strategies(seeds: Sequence[int] = range(5), enumerated: int = 100_000) -> dict[str, list[float]]:
     """P6b: evolution, random and rl (LSTM controller) at the same objective queries per budget (evolution's
     small settings: 30 x 11), one search over the 7 budgets per seed; hypervolume ratio per seed."""
-    space = load_space("tiny")
-    rng = random.Random(123)
-    archs = [space.sample(rng) for _ in range(enumerated)]
-    costs, scores = count_macs_many(space, archs, 10) / 1e6, synthetic_accuracy(archs)
-    largest = float(count_macs_many(space, [space.max_arch()], 10)[0]) / 1e6
-    point = (largest, float(synthetic_accuracy([space.min_arch()])[0]))
-    front = pareto_front(costs, scores)
-    best_known = hypervolume(costs[front], scores[front], *point)
-    budgets = [float(b) for b in np.geomspace(1.5 * smallest_mmacs(space), largest, 7)]
+    space, point, best_known, budgets = _reference_front(enumerated)
     ratios: dict[str, list[float]] = {"evolution": [], "random": [], "rl": [], "rl_seconds": []}
     for seed in seeds:
         settings = SearchSettings(population=30, generations=10, seed=100 * seed)
