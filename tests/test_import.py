@@ -368,3 +368,15 @@ def test_exported_subnet_of_an_imported_supernet_gives_the_reference_logits(tmp_
     with torch.no_grad():
         logits = loaded(reference_input(2, arch.resolution))
     assert torch.allclose(logits, expected, atol=TOLERANCE, rtol=0), (logits - expected).abs().max()
+
+
+def test_transformation_matrices_are_trained_with_the_weights(tiny: SearchSpace) -> None:
+    """A smaller kernel's loss reaches its transformation matrix: the matrices are trained like the weights."""
+    space = SearchSpace.from_dict({**tiny.to_dict(), "kernel_transform": True})
+    supernet = Supernet(space, 10)
+    arch = space.min_arch()
+    assert min(min(stage) for stage in arch.kernel_size) < max(max(stage.kernel_size) for stage in space.stages)
+    supernet.set_active(arch)
+    supernet(torch.randn(2, 3, arch.resolution, arch.resolution)).square().sum().backward()
+    gradients = {name: p.grad for name, p in supernet.named_parameters() if "transform_" in name}
+    assert gradients and any(grad is not None and grad.abs().sum() > 0 for grad in gradients.values())
