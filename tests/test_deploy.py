@@ -637,7 +637,11 @@ def test_cli_query_and_search_print_their_answers(trained_run: Path, run_copy: P
     arguments = ["--budgets", "1M,2M", "--population", "12", "--generations", "2", "--finalists", "1"]
     code, out, err = cli(["search", run_copy, *arguments], capsys)
     assert code == 0, err
-    assert len(out.splitlines()) == 4  # header, two budgets, the files written
+    lines = out.splitlines()
+    assert len(lines) == 5  # header, two budgets, the strategy's counts, the files written
+    summary = json.loads((run_copy / "search" / "pareto.json").read_text())
+    expected = f"{summary['predictor_queries']} predictor queries, {summary['supernet_measurements']} supernet"
+    assert lines[3].startswith("evolution: ") and expected in lines[3]
     assert (run_copy / "search" / "pareto.png").is_file()
 
 
