@@ -380,6 +380,11 @@ def _step_settings(config: TrainConfig) -> StepSettings:
 def _resume_state(config: TrainConfig, space: SearchSpace, folder: RunFolder) -> dict:
     """The checkpoint ``--resume`` continues, checked against the space and the config."""
     state = load_checkpoint(folder.latest)
+    if "provenance" in state:
+        raise ValueError(
+            f"cannot resume {folder.root}: it is an imported supernet (see {folder.provenance.name}) with no "
+            "training state; train a new run (another name) instead"
+        )
     _check_resume_space(state, space, folder.latest)
     check_resume_config(state, config, folder.latest)
     return state

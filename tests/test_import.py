@@ -380,3 +380,15 @@ def test_transformation_matrices_are_trained_with_the_weights(tiny: SearchSpace)
     supernet(torch.randn(2, 3, arch.resolution, arch.resolution)).square().sum().backward()
     gradients = {name: p.grad for name, p in supernet.named_parameters() if "transform_" in name}
     assert gradients and any(grad is not None and grad.abs().sum() > 0 for grad in gradients.values())
+
+
+def test_resume_of_an_imported_run_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = _checkpoint(tmp_path, "ofa_mbv3", reference_state("ofa_mbv3"))
+    run = tmp_path / "runs" / "imported"
+    assert main(["import", "ofa_mbv3", str(checkpoint), "--out", str(run), "--data", str(_data_root(tmp_path))]) == 0
+    capsys.readouterr()
+    overrides = ["name=imported", f"out_dir={tmp_path / 'runs'}", "model.space=ofa_mbv3", "epochs=1"]
+    arguments = ["train", str(ROOT / "configs" / "train" / "digits.yaml"), "--resume"]
+    assert main([*arguments, *(item for override in overrides for item in ("--set", override))]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is an imported supernet" in error, error
