@@ -165,7 +165,14 @@ def _command_search(args: argparse.Namespace) -> None:
     with run_lock(args.run, "ofa search"):
         run = load_run(args.run)
         chosen, summary = search_run(
-            run, budgets, predictor, settings, args.finalists, progress=sys.stderr.isatty(), strategy=args.strategy
+            run,
+            budgets,
+            predictor,
+            settings,
+            args.finalists,
+            progress=sys.stderr.isatty(),
+            strategy=args.strategy,
+            max_queries=args.max_queries,
         )
     print(format_subnets(chosen))
     print(
@@ -215,6 +222,7 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
         help="evolution (default), random or rl (LSTM controller): rl and random score as many distinct archs "
         "per budget as evolution",
     )
+    parser.add_argument("--max-queries", type=int, help="at most this many predictor queries per budget")
     parser.set_defaults(handler=_command_search)
 
     parser = commands.add_parser("query", help="the best subnet of a run within one FLOPs budget")

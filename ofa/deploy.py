@@ -17,7 +17,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -221,6 +221,7 @@ def search_run(
     progress: bool = False,
     plot: bool = True,
     strategy: str = "evolution",
+    max_queries: int | None = None,
 ) -> tuple[list[ChosenSubnet], dict[str, Any]]:
     """Search every budget with the predictor, evaluate the finalists in the supernet, write the results.
 
@@ -238,6 +239,7 @@ def search_run(
         progress: show a progress bar.
         plot: also draw ``pareto.png``.
         strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores).
+        max_queries: at most this many predictor queries per budget (evolution: fewer generations).
 
     Returns:
         The chosen subnet per budget (in the given order) and the content of ``pareto.json``.
@@ -247,8 +249,8 @@ def search_run(
     """
     if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
-    settings = SearchSettings() if settings is None else settings
-    result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes, strategy)
+    settings, per_budget = _capped(SearchSettings() if settings is None else settings, strategy, max_queries)
+    result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes, strategy, per_budget)
     measurements: list[int] = []
     chosen = _choose_measured(run, result, predictor, finalists, progress, measurements)
     summary = {
@@ -272,6 +274,22 @@ def search_run(
         folder.search_folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder.pareto_plot, dpi=120)
     return chosen, summary
+
+
+def _capped(settings: SearchSettings, strategy: str, max_queries: int | None) -> tuple[SearchSettings, int | None]:
+    """The settings and the queries per budget of random and rl under a cap of ``max_queries`` per budget."""
+    if max_queries is None:
+        return settings, None
+    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+        raise ValueError(f"max_queries must be an integer >= 1, got {max_queries!r}")
+    if strategy != "evolution":
+        return settings, max_queries
+    generations = max_queries // settings.population - 1
+    if generations < 0:
+        raise ValueError(
+            f"max_queries {max_queries} is below one population ({settings.population}): lower the population"
+        )
+    return replace(settings, generations=min(settings.generations, generations)), None
 
 
 def _choose_measured(

@@ -88,6 +88,8 @@ def reinforce_rows(
             break
         rows, log_prob, entropy = controller.sample(BATCH, generator)
         rows = genome.canonical(rows.numpy().astype(np.int64))
+        keep = _within_cap(genome.keys(rows), seen, num_evaluations - len(seen))
+        rows, log_prob, entropy = rows[:keep], log_prob[:keep], entropy[:keep]
         keys, costs = genome.keys(rows), genome.mmacs(rows)
         scores = score(keys, rows, costs)
         rewards = torch.as_tensor(scores + BETA * np.abs(costs / budget - 1.0), dtype=torch.float32)
@@ -106,3 +108,14 @@ def reinforce_rows(
         if within:
             history.append(float(best))
     return within, history
+
+
+def _within_cap(keys: list[bytes], seen: set[bytes], remaining: int) -> int:
+    """How many leading samples of a batch bring at most ``remaining`` archs not seen before."""
+    fresh: set[bytes] = set()
+    for index, key in enumerate(keys):
+        if key not in seen and key not in fresh:
+            if len(fresh) == remaining:
+                return index
+            fresh.add(key)
+    return len(keys)

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -702,3 +703,17 @@ def test_cli_search_refuses_an_unknown_strategy(trained_run: Path, capsys) -> No
     with pytest.raises(SystemExit) as exit_info:  # argparse's own choice check, one line (OneLineParser)
         main(["search", str(trained_run), "--budgets", "2M", "--strategy", "dnas"])
     assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--strategy", "'dnas'")
+
+
+def test_search_run_caps_predictor_queries_per_budget(cost_predictors: dict[str, Path], tmp_path_factory) -> None:
+    from predictors.models import load_predictor
+
+    predictor = load_predictor(cost_predictors["macs"], TINY)
+    settings_ = dataclasses.replace(QUICK, population=10, generations=20)
+    for strategy in ("evolution", "random", "rl"):
+        run = StubRun(tmp_path_factory.mktemp(strategy))
+        _, summary = search_run(run, [2.0], predictor, settings_, 1, plot=False, strategy=strategy, max_queries=35)
+        assert 0 < summary["predictor_queries"] <= 35
+    for cap, message in ((0, "max_queries must be an integer >= 1, got 0"), (5, "below one population (10)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            search_run(StubRun(tmp_path_factory.mktemp("cap")), [2.0], predictor, settings_, 1, max_queries=cap)
