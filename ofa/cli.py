@@ -149,7 +149,7 @@ def _command_finetune(args: argparse.Namespace) -> None:
 
 def _command_search(args: argparse.Namespace) -> None:
     from ofa.budget import check_budget, parse_budgets
-    from ofa.deploy import find_predictor, read_run_space, search_run
+    from ofa.deploy import capped_settings, find_predictor, read_run_space, search_run
     from ofa.search import SearchSettings
 
     # every input is checked before the supernet is loaded (which takes seconds)
@@ -159,6 +159,7 @@ def _command_search(args: argparse.Namespace) -> None:
     settings = SearchSettings(population=args.population, generations=args.generations, seed=args.seed)
     if args.finalists < 1:
         raise ValueError(f"--finalists must be >= 1, got {args.finalists}")
+    capped_settings(settings, args.strategy, args.max_queries)  # a bad cap is refused before any work
     predictor = find_predictor(args.run, space, args.predictor, num_classes=num_classes)
     from ofa.runs import load_run
 

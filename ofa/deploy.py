@@ -45,6 +45,7 @@ __all__ = [
     "PARETO_COLUMNS",
     "ChosenSubnet",
     "MeasurableRun",
+    "capped_settings",
     "export_from_run",
     "find_predictor",
     "pareto_figure",
@@ -249,7 +250,7 @@ def search_run(
     """
     if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
-    settings, per_budget = _capped(SearchSettings() if settings is None else settings, strategy, max_queries)
+    settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
     result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes, strategy, per_budget)
     measurements: list[int] = []
     chosen = _choose_measured(run, result, predictor, finalists, progress, measurements)
@@ -276,7 +277,9 @@ def search_run(
     return chosen, summary
 
 
-def _capped(settings: SearchSettings, strategy: str, max_queries: int | None) -> tuple[SearchSettings, int | None]:
+def capped_settings(
+    settings: SearchSettings, strategy: str, max_queries: int | None
+) -> tuple[SearchSettings, int | None]:
     """The settings and the queries per budget of random and rl under a cap of ``max_queries`` per budget."""
     if max_queries is None:
         return settings, None

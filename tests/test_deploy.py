@@ -717,3 +717,9 @@ def test_search_run_caps_predictor_queries_per_budget(cost_predictors: dict[str,
     for cap, message in ((0, "max_queries must be an integer >= 1, got 0"), (5, "below one population (10)")):
         with pytest.raises(ValueError, match=re.escape(message)):
             search_run(StubRun(tmp_path_factory.mktemp("cap")), [2.0], predictor, settings_, 1, max_queries=cap)
+
+
+def test_cli_search_refuses_a_zero_cap_before_loading(trained_run: Path, tmp_path: Path, capsys) -> None:
+    folder = copy_run(trained_run, tmp_path / "run", checkpoints=False)  # no weights: refused before loading
+    code, _, err = cli(["search", folder, "--budgets", "2M", "--max-queries", "0"], capsys)
+    assert_one_line_error(code, err, "max_queries must be an integer >= 1, got 0")
