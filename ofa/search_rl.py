@@ -15,6 +15,8 @@ answer; every distinct arch scored counts as one objective query.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -66,7 +68,7 @@ class Controller(nn.Module):
 
 def reinforce_rows(
     genome: Genome,
-    score: object,
+    score: Callable[[list[bytes], np.ndarray, np.ndarray], np.ndarray],
     budget: float,
     num_evaluations: int,
     seed: int,
