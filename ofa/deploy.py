@@ -265,16 +265,27 @@ def search_run(
         "chosen": [subnet.to_dict() for subnet in chosen],
         "search": _without_wall_time(result.to_dict(top=finalists)),
     }
+    _write_search(run, chosen, summary, result, predictor if plot else None)
+    return chosen, summary
+
+
+def _write_search(
+    run: MeasurableRun,
+    chosen: list[ChosenSubnet],
+    summary: dict[str, Any],
+    result: MultiBudgetResult,
+    plot_predictor: Predictor | None,
+) -> None:
+    """``pareto.json``, ``pareto.csv`` and, given the predictor for its cloud of random archs, ``pareto.png``."""
     folder = RunFolder(run.run_dir)
     _write_result(folder.pareto_json, json.dumps(summary, indent=1) + "\n")
     _write_result(folder.pareto_csv, _pareto_csv(chosen))
-    if plot:
-        cloud = _random_cloud(run.space, run.num_classes, predictor)
+    if plot_predictor is not None:
+        cloud = _random_cloud(run.space, run.num_classes, plot_predictor)
         measured = _measured(run.run_dir, run.space)
         figure = pareto_figure(chosen, result, cloud, measured, run.space, run.num_classes)
         folder.search_folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder.pareto_plot, dpi=120)
-    return chosen, summary
 
 
 def capped_settings(
