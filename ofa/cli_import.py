@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ofa.atomic import atomic_write_text, check_file_target
 from ofa.reference import FAMILIES, arch_from_reference, arch_to_reference
-from ofa.space import load_arch, load_space
+from ofa.space import load_arch, load_space, read_yaml_or_json
 
 __all__ = ["add_import_commands"]
 
@@ -40,15 +41,7 @@ def _command_arch_convert(args: argparse.Namespace) -> None:
 
 def _read_reference_arch(path: str) -> object:
     """A reference-named arch from a JSON or YAML file (a ``space`` key, when present, is ignored)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as error:
-        raise ValueError(f"arch file {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"arch file {path} is not valid JSON or YAML ({' '.join(str(error).split())})") from None
+    data = read_yaml_or_json(Path(path), "arch")
     if isinstance(data, dict):
         data.pop("space", None)
     return data

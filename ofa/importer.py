@@ -11,7 +11,6 @@ half a run.
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ofa.atomic import check_folder_target, file_sha256, publish_folder
-from ofa.checkpoint import atomic_save
+from ofa.checkpoint import atomic_save, load_tensors
 from ofa.config import config_to_dict
 from ofa.data import IMAGENET_MEAN, IMAGENET_STD
 from ofa.reference import FAMILIES, ReferenceFamily, reference_family
@@ -31,6 +29,7 @@ from ofa.runfolder import RUN_FORMAT, RunFolder
 from ofa.space import SearchSpace, load_space
 from ofa.supernet import Supernet
 from ofa.train_config import RUN_NAME, DataConfig, ModelSection, TrainConfig
+from ofa.trainer import write_run_description
 
 __all__ = ["ImportResult", "convert_state_dict", "import_supernet", "read_state_dict"]
 
@@ -58,19 +57,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = (str(error).rpartition("WeightsUnpickler error:")[2] or str(error)).strip().splitlines()[0]
-        if "can still be loaded" not in str(error):  # torch's advice (weights_only=False) means pickled objects
-            raise ValueError(f"checkpoint {path} is corrupt or not a torch checkpoint: {reason}") from None
-        raise ValueError(
-            f"checkpoint {path} holds Python objects besides tensors ({reason}); refused: unpickling them could "
-            "run code. Re-save its state_dict alone: torch.save({'state_dict': model.state_dict()}, FILE)"
-        ) from None
-    except Exception as error:  # torch raises many kinds for files that are not checkpoints
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"checkpoint {path} is corrupt or not a torch checkpoint: {first}") from None
+    state = load_tensors(path, "re-save its state_dict alone: torch.save({'state_dict': model.state_dict()}, FILE)")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
@@ -98,10 +85,9 @@ def _translated(family: ReferenceFamily, keys: list[str], space: SearchSpace) ->
     return {key: family.translate(stripped[key], positions) for key in keys if not family.is_dropped(stripped[key])}
 
 
-def _check_family(family: ReferenceFamily, keys: list[str], path: Path) -> None:
+def _check_family(family: ReferenceFamily, translated: dict[str, str | None], keys: list[str], path: Path) -> None:
     """Refuse a checkpoint of the other family (most of its keys follow the other family's layout)."""
-    own = sum(ours is not None for ours in _translated(family, keys, load_space(family.name)).values())
-    if own >= len(keys) / 2:
+    if sum(ours is not None for ours in translated.values()) >= len(keys) / 2:
         return
     for other in FAMILIES.values():
         if other is not family:
@@ -124,8 +110,8 @@ def convert_state_dict(
             naming the first few.
     """
     keys = list(state)
-    _check_family(family, keys, path)
     translated = _translated(family, keys, space)
+    _check_family(family, translated, keys, path)
     extra = [key for key, ours in translated.items() if ours is None]
     if extra:
         raise ValueError(f"checkpoint {path} has keys a {family.name} supernet does not: {_first(extra)}")
@@ -237,8 +223,7 @@ def _write_run(
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a run is an ordinary folder
         folder = RunFolder(staging)
-        folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        folder.space.write_text(json.dumps({"space": space.to_dict(), "num_classes": num_classes}, indent=1))
+        write_run_description(folder, config, space, num_classes)
         folder.provenance.write_text(json.dumps(provenance, indent=1) + "\n")
         folder.checkpoints.mkdir()
         checkpoint = {

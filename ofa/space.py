@@ -35,6 +35,7 @@ __all__ = [
     "load_arch",
     "load_space",
     "make_divisible",
+    "read_yaml_or_json",
     "space_fingerprint",
 ]
 
@@ -602,7 +603,8 @@ def _stride(value: Any, where: str) -> int:
     return value
 
 
-def _read_yaml_or_json(path: Path, what: str) -> Any:
+def read_yaml_or_json(path: Path, what: str) -> Any:
+    """The data of a JSON (``.json``) or YAML file; unreadable or malformed files are one-line errors."""
     text = read_user_text(path, what)
     try:
         if path.suffix == ".json":
@@ -628,7 +630,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             names = sorted(p.stem for p in default_spaces_dir().glob("*.yaml"))
             raise ValueError(f"unknown space {str(name_or_path)!r}; shipped spaces: {', '.join(names)}, or a YAML path")
         path = shipped
-    return SearchSpace.from_dict(_read_yaml_or_json(path, "space"), source=f"space {path.name}")
+    return SearchSpace.from_dict(read_yaml_or_json(path, "space"), source=f"space {path.name}")
 
 
 def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
@@ -636,7 +638,7 @@ def load_arch(path: str | Path, space: SearchSpace | None = None) -> Arch:
 
     The file holds the arch itself or a mapping with an ``arch`` key (as exported subnets do).
     """
-    data = _read_yaml_or_json(Path(path), "arch")
+    data = read_yaml_or_json(Path(path), "arch")
     declared = []
     if isinstance(data, dict) and "arch" in data and "resolution" not in data:
         if "space" in data:

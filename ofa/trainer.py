@@ -54,7 +54,7 @@ from ofa.train import (
 )
 from ofa.train_config import TrainConfig
 
-__all__ = ["METRIC_COLUMNS", "TrainResult", "build_data", "train"]
+__all__ = ["METRIC_COLUMNS", "TrainResult", "build_data", "train", "write_run_description"]
 
 METRIC_COLUMNS = (
     "epoch",
@@ -390,11 +390,16 @@ def _resume_state(config: TrainConfig, space: SearchSpace, folder: RunFolder) ->
     return state
 
 
-def _write_run_header(folder: RunFolder, config: TrainConfig, space: SearchSpace, classes: int, done: int) -> None:
-    """The resolved config and the space, and the logs cut back to the ``done`` epochs of the checkpoint."""
+def write_run_description(folder: RunFolder, config: TrainConfig, space: SearchSpace, classes: int) -> None:
+    """``config.yaml`` (the resolved config) and ``space.json`` (space and class count) of a run folder."""
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     folder.space.write_text(json.dumps({"space": space.to_dict(), "num_classes": classes}, indent=1))
+
+
+def _write_run_header(folder: RunFolder, config: TrainConfig, space: SearchSpace, classes: int, done: int) -> None:
+    """The resolved config and the space, and the logs cut back to the ``done`` epochs of the checkpoint."""
+    write_run_description(folder, config, space, classes)
     _truncate_logs(folder, done)
 
 

@@ -242,7 +242,7 @@ def _bad_checkpoints(tmp_path: Path) -> list[tuple[str, Path, str]]:
         ("ofa_mbv3", _checkpoint(tmp_path, "ofa_mbv3", wrong, "wrong.pth"), "(8, 144, 1, 1) (expected (40, 144, 1, 1)"),
         ("ofa_mbv3", pickled, "holds Python objects besides tensors"),
         ("ofa_mbv3", listed, "holds a list, not a state dict"),
-        ("ofa_mbv3", text, "is corrupt or not a torch checkpoint"),
+        ("ofa_mbv3", text, "is corrupt or not a checkpoint"),
         ("ofa_mbv3", tmp_path / "absent.pth", "not found"),
     ]  # fmt: skip
 
