@@ -90,9 +90,10 @@ def reinforce_rows(
             break
         rows, log_prob, entropy = controller.sample(BATCH, generator)
         rows = genome.canonical(rows.numpy().astype(np.int64))
-        keep = _within_cap(genome.keys(rows), seen, num_evaluations - len(seen))
-        rows, log_prob, entropy = rows[:keep], log_prob[:keep], entropy[:keep]
-        keys, costs = genome.keys(rows), genome.mmacs(rows)
+        keys = genome.keys(rows)
+        keep = _within_cap(keys, seen, num_evaluations - len(seen))
+        rows, keys, log_prob, entropy = rows[:keep], keys[:keep], log_prob[:keep], entropy[:keep]
+        costs = genome.mmacs(rows)
         scores = score(keys, rows, costs)
         rewards = torch.as_tensor(scores + BETA * np.abs(costs / budget - 1.0), dtype=torch.float32)
         for key, cost, value in zip(keys, costs.tolist(), scores.tolist()):
