@@ -162,8 +162,9 @@ def sandwich_step(
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
     loss.backward()
     losses.append(loss.detach())
-    teacher_log_probs = F.log_softmax(logits.detach().float(), dim=1)
-    teacher = teacher_log_probs.exp()
+    teacher = F.softmax(logits.detach().float(), dim=1)
+    alpha = settings.kd.loss == "alpha"  # its divergence needs log-probabilities (finite where p underflows)
+    teacher_log_probs = F.log_softmax(logits.detach().float(), dim=1) if alpha else None
     # sampled and smallest subnets: in-place distillation
     supernet.set_dropout(0.0)
     supernet.set_drop_path(0.0)
@@ -190,10 +191,11 @@ def sandwich_step(
 
 
 def _distillation_loss(
-    kd: KdSection, logits: torch.Tensor, teacher: torch.Tensor, teacher_log_probs: torch.Tensor
+    kd: KdSection, logits: torch.Tensor, teacher: torch.Tensor, teacher_log_probs: torch.Tensor | None
 ) -> torch.Tensor:
-    """The distilled subnet's loss against the largest subnet's detached predictions."""
-    if kd.loss == "alpha":
+    """The distilled subnet's loss against the largest subnet's detached predictions (KL: probabilities;
+    alpha-divergence: log-probabilities)."""
+    if teacher_log_probs is not None:
         return adaptive_alpha_divergence(logits, teacher_log_probs, kd.alpha_min, kd.alpha_max, kd.iw_clip)
     return soft_cross_entropy(logits, teacher)
 
