@@ -19,14 +19,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ofa.flops import layout_macs
-from ofa.layout import network_layout
+from ofa.layout import BlockLayout, NetworkLayout, network_layout
 from ofa.space import Arch, SearchSpace, StageSpec
 
-__all__ = ["Genome"]
+__all__ = ["AdditiveTables", "Genome"]
 
 MACS_PER_MMAC = 1e6
 
@@ -43,6 +44,17 @@ def _digits(code: int, sizes: Sequence[int], choices: Sequence[tuple]) -> tuple:
         code, digit = divmod(code, int(size))
         values.append(options[digit])
     return tuple(values)
+
+
+@dataclass(frozen=True)
+class AdditiveTables:
+    """Look-up tables of an additive cost (see ``Genome.additive_tables``): the stem + head terms and one
+    flat table of block terms with the offset and the strides of every block position."""
+
+    base: np.ndarray
+    flat: np.ndarray
+    offsets: np.ndarray
+    strides: np.ndarray
 
 
 class _LazyTuples(dict):
@@ -228,27 +240,11 @@ class Genome:
             take_first[:, slots] |= ~self._slot_activity(second)
         return self.canonical(np.where(take_first, first, second))
 
-    # --- MACs ----------------------------------------------------------------------------------------
+    # --- additive costs (MACs, table latencies) -------------------------------------------------------
 
     def _build_mac_tables(self) -> None:
         stages = self.space.stages
-        n_stages = len(stages)
-        self._base = self._base_mac_table()
-        tables = [self._stage_mac_table(s) for s in range(n_stages)]
-        shapes = [table.shape[1:] for table in tables]
-        # one flat table; per (stage, block) position an offset and the strides of its five indices
-        offsets, strides, flat, start = [], [], [], 0
-        positions = [(s, b) for s in range(n_stages) for b in range(max(stages[s].depth))]
-        for s, b in positions:
-            part = tables[s][b].ravel()
-            shape = shapes[s]
-            offsets.append(start)
-            strides.append([int(np.prod(shape[i + 1 :])) for i in range(5)])
-            flat.append(part)
-            start += part.size
-        self._flat = np.concatenate(flat)
-        self._offsets = np.array(offsets, dtype=np.int64)
-        self._strides = np.array(strides, dtype=np.int64).T  # (5, positions)
+        positions = [(s, b) for s in range(len(stages)) for b in range(max(stages[s].depth))]
         self._position_stage = np.array([s for s, _ in positions], dtype=np.int64)
         self._position_block = np.array([b for _, b in positions], dtype=np.int64)
         slot = self._position_block if self.slots > 1 else np.zeros_like(self._position_block)
@@ -257,12 +253,50 @@ class Genome:
         self._position_input = self.width_columns[self._position_stage]
         self._position_output = self.width_columns[self._position_stage + 1]
 
-    def _base_mac_table(self) -> np.ndarray:
-        """Stem + head MACs, indexed by (resolution, stem width, last stage width, head width)."""
+        def base_macs(layout: NetworkLayout) -> int:
+            return layout_macs(dataclasses.replace(layout, blocks=()))
+
+        def block_macs(layout: NetworkLayout, block: BlockLayout) -> int:
+            return layout_macs(dataclasses.replace(layout, blocks=(block,))) - base_macs(layout)
+
+        self._mac_tables = self.additive_tables(base_macs, block_macs, np.int64)
+
+    def additive_tables(
+        self,
+        base_value: Callable[[NetworkLayout], float],
+        block_value: Callable[[NetworkLayout, BlockLayout], float],
+        dtype: type = np.float64,
+    ) -> AdditiveTables:
+        """Tables of a cost that is a sum over the stem + head and each active block.
+
+        ``base_value(layout)`` is the stem + head term of a layout, ``block_value(layout, block)`` one
+        block's term; a block's term may depend only on the resolution, its input and output widths, its
+        kernel size, expand ratio and position (what a block's layout is made of). ``cost(rows, tables)``
+        then adds them up for many rows at once.
+        """
+        n_stages = len(self.space.stages)
+        stage_tables = [self._stage_table(s, block_value, dtype) for s in range(n_stages)]
+        offsets, strides, flat, start = [], [], [], 0
+        for s, b in zip(self._position_stage.tolist(), self._position_block.tolist()):
+            part = stage_tables[s][b].ravel()
+            shape = stage_tables[s].shape[1:]
+            offsets.append(start)
+            strides.append([int(np.prod(shape[i + 1 :])) for i in range(5)])
+            flat.append(part)
+            start += part.size
+        return AdditiveTables(
+            base=self._base_table(base_value, dtype),
+            flat=np.concatenate(flat),
+            offsets=np.array(offsets, dtype=np.int64),
+            strides=np.array(strides, dtype=np.int64).T,  # (5, positions)
+        )
+
+    def _base_table(self, value: Callable[[NetworkLayout], float], dtype: type) -> np.ndarray:
+        """Stem + head terms, indexed by (resolution, stem width, last stage width, head width)."""
         space, stages = self.space, self.space.stages
         smallest = space.min_arch()
         base_shape = (len(space.resolution), len(space.stem.width), len(stages[-1].width), len(space.head.width))
-        base = np.zeros(base_shape, dtype=np.int64)
+        base = np.zeros(base_shape, dtype=dtype)
         for index in itertools.product(*(range(size) for size in base_shape)):
             width = list(smallest.width)
             width[0], width[-2], width[-1] = (
@@ -271,12 +305,11 @@ class Genome:
                 space.head.width[index[3]],
             )
             arch = dataclasses.replace(smallest, resolution=space.resolution[index[0]], width=tuple(width))
-            layout = network_layout(space, arch, self.num_classes)
-            base[index] = layout_macs(dataclasses.replace(layout, blocks=()))
+            base[index] = value(network_layout(space, arch, self.num_classes))
         return base
 
-    def _stage_mac_table(self, s: int) -> np.ndarray:
-        """MACs of stage ``s``'s blocks, indexed by (block, resolution, input width, output width, kernel,
+    def _stage_table(self, s: int, value: Callable[[NetworkLayout, BlockLayout], float], dtype: type) -> np.ndarray:
+        """Terms of stage ``s``'s blocks, indexed by (block, resolution, input width, output width, kernel,
         expand); every block slot up to the largest depth of any stage."""
         space, stage = self.space, self.space.stages[s]
         smallest = space.min_arch()
@@ -289,7 +322,7 @@ class Genome:
             len(stage.kernel_size),
             len(stage.expand_ratio),
         )
-        table = np.zeros((max_depth, *shape), dtype=np.int64)
+        table = np.zeros((max_depth, *shape), dtype=dtype)
         for index in itertools.product(*(range(size) for size in shape)):
             width = list(smallest.width)
             width[s], width[s + 1] = input_widths[index[1]], stage.width[index[2]]
@@ -300,27 +333,30 @@ class Genome:
             expands[s] = (stage.expand_ratio[index[4]],) * depth[s]
             arch = Arch(space.resolution[index[0]], tuple(width), tuple(depth), tuple(kernels), tuple(expands))
             layout = network_layout(space, arch, self.num_classes)
-            empty = layout_macs(dataclasses.replace(layout, blocks=()))
             for block in layout.blocks:
                 if block.stage == s:
-                    table[(block.index, *index)] = layout_macs(dataclasses.replace(layout, blocks=(block,))) - empty
+                    table[(block.index, *index)] = value(layout, block)
         return table
 
-    def macs(self, rows: np.ndarray) -> np.ndarray:
-        """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""
+    def cost(self, rows: np.ndarray, tables: AdditiveTables) -> np.ndarray:
+        """The additive cost of canonical rows: stem + head term plus the terms of the active blocks."""
         resolution = rows[:, :1]
         width = rows[:, self.width_columns]
-        total = self._base[resolution[:, 0], width[:, 0], width[:, -2], width[:, -1]]
+        total = tables.base[resolution[:, 0], width[:, 0], width[:, -2], width[:, -1]]
         index = (
-            self._offsets
-            + resolution * self._strides[0]
-            + rows[:, self._position_input] * self._strides[1]
-            + rows[:, self._position_output] * self._strides[2]
-            + rows[:, self._position_kernel] * self._strides[3]
+            tables.offsets
+            + resolution * tables.strides[0]
+            + rows[:, self._position_input] * tables.strides[1]
+            + rows[:, self._position_output] * tables.strides[2]
+            + rows[:, self._position_kernel] * tables.strides[3]
             + rows[:, self._position_expand]
         )
         active = self.depths(rows)[:, self._position_stage] > self._position_block
-        return total + (self._flat[index] * active).sum(axis=1)
+        return total + (tables.flat[index] * active).sum(axis=1)
+
+    def macs(self, rows: np.ndarray) -> np.ndarray:
+        """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""
+        return self.cost(rows, self._mac_tables)
 
     def mmacs(self, rows: np.ndarray) -> np.ndarray:
         """MMACs of canonical rows (float64)."""
@@ -333,8 +369,16 @@ class Genome:
         decrement = cycles[:, None] + (np.arange(self.columns) < within[:, None])
         return self.canonical(np.maximum(start - decrement, 0))
 
-    def shrink(self, rows: np.ndarray, budget_mmacs: float, tolerance: float = 1e-9) -> np.ndarray:
+    def shrink(
+        self,
+        rows: np.ndarray,
+        budget: float,
+        tolerance: float = 1e-9,
+        cost: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Each row if within the budget, else a smaller row within it (deterministic).
+
+        The budget is in MMACs, or in the unit of ``cost`` (rows -> costs) when given.
 
         The repair path of a row makes every choice one step smaller per round, column by column
         (resolution, widths, depths, kernel sizes, expand ratios), and ends at the smallest subnet after
@@ -342,8 +386,9 @@ class Genome:
         then bisecting; all rows are probed together, about ``2 log2(path length)`` rounds. Only probed
         rows within the budget (or the path's end, the smallest subnet) are returned.
         """
+        cost = self.mmacs if cost is None else cost
         result = rows.copy()
-        over = np.flatnonzero(self.mmacs(rows) > budget_mmacs + tolerance)
+        over = np.flatnonzero(cost(rows) > budget + tolerance)
         if over.size == 0:
             return result
         start = rows[over]
@@ -358,7 +403,7 @@ class Genome:
             if not ask.any():
                 break
             probes = self._shrunk(start[ask], query[ask])
-            fits = (self.mmacs(probes) <= budget_mmacs + tolerance) | (query[ask] >= length[ask])
+            fits = (cost(probes) <= budget + tolerance) | (query[ask] >= length[ask])
             asked = np.flatnonzero(ask)
             high[asked[fits]] = query[asked[fits]]
             best[asked[fits]] = probes[fits]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ofa.atomic import check_file_target
 from ofa.cli_import import add_import_commands
+from ofa.cli_latency import add_latency_commands
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
@@ -319,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predictor_commands(commands)
     add_run_commands(commands)
     add_import_commands(commands)
+    add_latency_commands(commands)
     return parser
 
 

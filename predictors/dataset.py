@@ -13,6 +13,8 @@ gives two rows). Columns, in this order:
 ``test_acc``    accuracy on the test split; a cell may be empty (not measured, e.g. by the training guide)
 ``val_loss``    mean validation loss; optional (the column may be missing or a cell empty)
 ``seed``        seed of the measurement (e.g. the BN-calibration seed)
+``latency_ms``  optional: median end-to-end latency in milliseconds (``ofa latency measure``); a row with
+                a latency may leave ``val_acc`` empty (a timing, not an accuracy measurement)
 ==============  =============================================================================
 
 Writing is either append-safe (``append_arch_records``: header when new, each row flushed and fsynced,
@@ -38,6 +40,7 @@ from ofa.space import Arch, SearchSpace, load_space
 
 __all__ = [
     "CSV_COLUMNS",
+    "LATENCY_COLUMNS",
     "REQUIRED_COLUMNS",
     "TARGETS",
     "ArchRecord",
@@ -50,8 +53,9 @@ __all__ = [
 ]
 
 CSV_COLUMNS = ("space", "arch", "mmacs", "params", "resolution", "val_acc", "test_acc", "val_loss", "seed")
+LATENCY_COLUMNS = (*CSV_COLUMNS, "latency_ms")
 REQUIRED_COLUMNS = tuple(column for column in CSV_COLUMNS if column != "val_loss")
-TARGETS = ("val_acc", "val_loss", "test_acc")
+TARGETS = ("val_acc", "val_loss", "test_acc", "latency_ms")
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,11 @@ class ArchRecord:
         mmacs: multiply-accumulates in millions.
         params: trainable parameters.
         resolution: input resolution.
-        val_acc: validation accuracy.
+        val_acc: validation accuracy, or None for a latency-only row.
         test_acc: test accuracy, or None when not measured.
         val_loss: validation loss, or None when not measured.
         seed: seed of the measurement.
+        latency_ms: end-to-end latency in milliseconds, or None when not timed.
     """
 
     space: str
@@ -75,40 +80,33 @@ class ArchRecord:
     mmacs: float
     params: int
     resolution: int
-    val_acc: float
+    val_acc: float | None
     test_acc: float | None
     val_loss: float | None
     seed: int
+    latency_ms: float | None = None
 
 
 def target_values(records: Sequence[ArchRecord], target: str = "val_acc") -> np.ndarray:
     """The values predictors learn, oriented so that higher is better.
 
-    ``val_acc`` and ``test_acc`` are used as they are; ``val_loss`` is negated (a lower loss ranks higher),
-    so every ranking metric and every predictor treats all targets alike.
+    ``val_acc`` and ``test_acc`` are used as they are; ``val_loss`` and ``latency_ms`` are negated (a lower
+    loss or latency ranks higher), so every ranking metric and every predictor treats all targets alike.
 
     Raises:
-        ValueError: unknown target, or a record without a validation loss.
+        ValueError: unknown target, or a record without a value for it.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
-    if target == "val_acc":
-        return np.array([record.val_acc for record in records], dtype=np.float64)
-    if target == "test_acc":
-        missing = [index for index, record in enumerate(records) if record.test_acc is None]
-        if missing:
-            raise ValueError(
-                f"target test_acc: {len(missing)} record(s) have no test_acc (first: record {missing[0]}); "
-                f"use --target val_acc or measure the test split"
-            )
-        return np.array([record.test_acc for record in records], dtype=np.float64)
-    missing = [index for index, record in enumerate(records) if record.val_loss is None]
+    values = [getattr(record, target) for record in records]
+    missing = [index for index, value in enumerate(values) if value is None]
     if missing:
         raise ValueError(
-            f"target val_loss: {len(missing)} record(s) have no val_loss (first: record {missing[0]}); "
-            f"use --target val_acc or measure the loss"
+            f"target {target}: {len(missing)} record(s) have no {target} (first: record {missing[0]}); "
+            f"choose a --target the data has ({', '.join(TARGETS)})"
         )
-    return -np.array([record.val_loss for record in records], dtype=np.float64)
+    sign = -1.0 if target in ("val_loss", "latency_ms") else 1.0
+    return sign * np.array(values, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,16 +180,20 @@ def _parse_row(row: dict[str, str], where: str, space: SearchSpace) -> ArchRecor
         raise ValueError(f"{where}: column resolution is {resolution} but the arch has resolution {arch.resolution}")
     loss_text = (row.get("val_loss") or "").strip()
     test_text = (row.get("test_acc") or "").strip()
+    latency_text = (row.get("latency_ms") or "").strip()
+    latency = _positive(_number(latency_text, where, "latency_ms"), where, "latency_ms") if latency_text else None
+    accuracy_text = (row["val_acc"] or "").strip()
     return ArchRecord(
         space=name,
         arch=arch,
         mmacs=_positive(_number(row["mmacs"], where, "mmacs"), where, "mmacs"),
         params=int(_positive(_number(row["params"], where, "params", integer=True), where, "params")),
         resolution=resolution,
-        val_acc=_number(row["val_acc"], where, "val_acc"),
+        val_acc=None if latency is not None and not accuracy_text else _number(accuracy_text, where, "val_acc"),
         test_acc=_number(test_text, where, "test_acc") if test_text else None,
         val_loss=_number(loss_text, where, "val_loss") if loss_text else None,
         seed=int(_number(row["seed"], where, "seed", integer=True)),
+        latency_ms=latency,
     )
 
 
@@ -213,24 +215,30 @@ def read_arch_csv(path: str | Path, space: SearchSpace) -> list[ArchRecord]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _format_row(record: ArchRecord) -> list[str]:
+def _format_row(record: ArchRecord, columns: Sequence[str] = CSV_COLUMNS) -> list[str]:
     if record.arch.resolution != record.resolution:
         raise ValueError(f"record resolution {record.resolution} differs from its arch's {record.arch.resolution}")
-    for column in ("val_acc", "test_acc", "mmacs"):
-        if column == "test_acc" and record.test_acc is None:
+    if record.val_acc is None and record.latency_ms is None:
+        raise ValueError("record val_acc is None; only a row with a latency may leave val_acc empty")
+    if record.latency_ms is not None and "latency_ms" not in columns:
+        raise ValueError("record has a latency_ms but the file has no latency_ms column")
+    for column in ("val_acc", "test_acc", "mmacs", "latency_ms"):
+        if column != "mmacs" and getattr(record, column) is None:
             continue
         if not math.isfinite(getattr(record, column)):
             raise ValueError(f"record {column} is {getattr(record, column)!r}; expected a finite number")
+    latency = [] if "latency_ms" not in columns else ["" if record.latency_ms is None else repr(record.latency_ms)]
     return [
         record.space,
         record.arch.to_json(),
         repr(float(record.mmacs)),
         str(int(record.params)),
         str(int(record.resolution)),
-        repr(float(record.val_acc)),
+        "" if record.val_acc is None else repr(float(record.val_acc)),
         "" if record.test_acc is None else repr(float(record.test_acc)),
         "" if record.val_loss is None else repr(float(record.val_loss)),
         str(int(record.seed)),
+        *latency,
     ]
 
 
@@ -240,7 +248,7 @@ def _csv_line(cells: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _repair_tail(path: Path) -> None:
+def _repair_tail(path: Path, columns: Sequence[str]) -> None:
     """Make an existing file end with a newline; drop a last row cut short by an interrupted write."""
     data = path.read_bytes()
     if not data or data.endswith(b"\n"):
@@ -248,7 +256,7 @@ def _repair_tail(path: Path) -> None:
     start = data.rfind(b"\n") + 1
     cells = next(csv.reader([data[start:].decode()]), [])
     with path.open("r+b") as handle:
-        if len(cells) == len(CSV_COLUMNS):
+        if len(cells) == len(columns):
             handle.seek(0, os.SEEK_END)
             handle.write(b"\n")
         else:
@@ -267,20 +275,23 @@ def append_arch_records(path: str | Path, records: Sequence[ArchRecord]) -> None
         ValueError: the existing file has another header, or a record is not finite.
     """
     path = Path(path)
-    lines = [_csv_line(_format_row(record)) for record in records]
+    timed = any(record.latency_ms is not None for record in records)
+    columns = LATENCY_COLUMNS if timed else CSV_COLUMNS
     if path.is_file() and path.stat().st_size > 0:
         with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if tuple(header) != CSV_COLUMNS:
-            raise ValueError(f"{path}: existing header {header} differs from {list(CSV_COLUMNS)}; not appending")
-        _repair_tail(path)
+            header = tuple(next(csv.reader(handle), []))
+        if header not in (CSV_COLUMNS, LATENCY_COLUMNS) or (timed and header != LATENCY_COLUMNS):
+            raise ValueError(f"{path}: existing header {list(header)} differs from {list(columns)}; not appending")
+        columns = header
+        _repair_tail(path, columns)
         new = path.stat().st_size == 0
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = True
+    lines = [_csv_line(_format_row(record, columns)) for record in records]
     with path.open("a", newline="") as handle:
         if new:
-            handle.write(_csv_line(CSV_COLUMNS))
+            handle.write(_csv_line(columns))
             handle.flush()
             os.fsync(handle.fileno())
         for line in lines:
@@ -312,5 +323,6 @@ def read_arch_csvs(
 def write_arch_csv(path: str | Path, records: Sequence[ArchRecord]) -> None:
     """Write an arch CSV atomically (temp file in the same folder, then ``os.replace``)."""
     path = Path(path)
-    text = _csv_line(CSV_COLUMNS) + "".join(_csv_line(_format_row(record)) for record in records)
+    columns = LATENCY_COLUMNS if any(record.latency_ms is not None for record in records) else CSV_COLUMNS
+    text = _csv_line(columns) + "".join(_csv_line(_format_row(record, columns)) for record in records)
     atomic_write_text(path, text)

@@ -75,6 +75,7 @@ __all__ = [
     "SklearnPredictor",
     "create_predictor",
     "load_predictor",
+    "predictor_from_envelope",
     "space_fingerprint",
 ]
 
@@ -100,6 +101,10 @@ class Predictor(Protocol):
 
     def save(self, path: str | Path) -> None:
         """Write the predictor to a JSON file atomically."""
+        ...
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON content ``save`` writes."""
         ...
 
 
@@ -209,6 +214,10 @@ class _FilePredictor:
 
     def save(self, path: str | Path) -> None:
         """Write the predictor as checksummed JSON (temp file + ``os.replace``)."""
+        atomic_write_text(Path(path), json.dumps(self.envelope(), indent=1) + "\n")
+
+    def envelope(self) -> dict[str, Any]:
+        """The checksummed JSON content ``save`` writes (``predictor_from_envelope`` reads it back)."""
         body = {
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
@@ -221,8 +230,7 @@ class _FilePredictor:
             "encoding": {"derived": True, "num_classes": self.num_classes},
             "payload": self._payload(),
         }
-        envelope = {**body, "checksum": _checksum(body)}
-        atomic_write_text(Path(path), json.dumps(envelope, indent=1) + "\n")
+        return {**body, "checksum": _checksum(body)}
 
 
 class CostPredictor(_FilePredictor):
@@ -513,6 +521,15 @@ def load_predictor(path: str | Path, space: SearchSpace) -> Predictor:
         envelope = json.loads(read_user_text(path, "predictor"))
     except json.JSONDecodeError as error:
         raise ValueError(f"predictor file {path} is corrupt (not JSON: {error})") from None
+    return predictor_from_envelope(envelope, space, path)
+
+
+def predictor_from_envelope(envelope: Any, space: SearchSpace, path: str | Path) -> Predictor:
+    """The predictor of a file's JSON content (``path`` names where it came from in errors).
+
+    Raises:
+        ValueError: another format or version, a failed checksum, missing keys, or another space.
+    """
     if not isinstance(envelope, dict) or envelope.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a predictor file (format {FILE_FORMAT!r} expected)")
     if envelope.get("version") != FILE_VERSION:

@@ -1,0 +1,286 @@
+"""Timing of layers and subnets on this machine: the device fingerprint, BN folding and a robust timer.
+
+A latency is only meaningful for one device, runtime and setting, so every timing carries a
+:class:`DeviceFingerprint` (device and its model, backend and its version, torch version, threads, batch).
+Modules are timed as they would be deployed: inference mode, batch norm folded into the convolutions,
+``warmup`` calls first, then ``repeats`` samples, each the mean of enough back-to-back calls to last at
+least ``min_sample_ms`` (short layers are otherwise below the clock's resolution and the call overhead's
+jitter). Many modules are timed in round-robin passes, so a burst of load from other processes touches
+one pass of a module rather than all its samples. Kept per module: the fastest sample (the latency that
+budgets use, since contention only ever adds time), the median and the interquartile range. On a GPU
+every call ends with ``torch.cuda.synchronize``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+__all__ = [
+    "BACKENDS",
+    "DEVICES",
+    "DeviceFingerprint",
+    "Timing",
+    "TimingSettings",
+    "device_fingerprint",
+    "fold_batchnorm",
+    "make_runner",
+    "summarize",
+    "time_many",
+    "time_runner",
+]
+
+BACKENDS = ("torch", "onnxruntime")
+DEVICES = ("cpu", "cuda")
+_CONV_BN_PAIRS = (("conv", "bn"), ("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))
+
+
+@dataclass(frozen=True)
+class DeviceFingerprint:
+    """What a latency was measured on; timings with different fingerprints are never mixed."""
+
+    device: str
+    device_name: str
+    backend: str
+    backend_version: str
+    torch_version: str
+    threads: int
+    batch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> DeviceFingerprint:
+        """The fingerprint stored in a file (``where`` names it in errors)."""
+        fields = {name: kind for name, kind in cls.__annotations__.items()}
+        if not isinstance(data, dict) or sorted(data) != sorted(fields):
+            raise ValueError(f"{where}: the device fingerprint must have exactly the keys {', '.join(fields)}")
+        for name in ("threads", "batch"):
+            if isinstance(data[name], bool) or not isinstance(data[name], int) or data[name] < 1:
+                raise ValueError(f"{where}: fingerprint {name} must be an integer >= 1, got {data[name]!r}")
+        for name in ("device", "device_name", "backend", "backend_version", "torch_version"):
+            if not isinstance(data[name], str):
+                raise ValueError(f"{where}: fingerprint {name} must be a string, got {data[name]!r}")
+        return cls(**data)
+
+    def describe(self) -> str:
+        """One line for tables and reports, e.g. ``cpu (Xeon ...), torch 2.14.1, 1 thread, batch 1``."""
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        runtime = f"torch {self.torch_version}"
+        if self.backend != "torch":
+            runtime = f"{self.backend} {self.backend_version} ({runtime})"
+        return f"{self.device} ({self.device_name}), {runtime}, {threads}, batch {self.batch}"
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return " ".join(line.split(":", 1)[1].split())
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def device_fingerprint(
+    device: str = "cpu", backend: str = "torch", threads: int = 1, batch: int = 1
+) -> DeviceFingerprint:
+    """The fingerprint of timing on this machine with these settings.
+
+    Raises:
+        ValueError: an unknown device or backend, threads or batch below 1, or a GPU asked for on a machine
+            without one.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    for name, value in (("threads", threads), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but this machine has no usable GPU; use --device cpu")
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        backend_version = onnxruntime.__version__
+        if device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise ValueError("backend onnxruntime has no CUDA provider here; use --backend torch or --device cpu")
+    else:
+        backend_version = torch.__version__
+    name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
+    return DeviceFingerprint(device, name, backend, backend_version, torch.__version__, threads, batch)
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How modules are timed: ``passes`` rounds over all of them; in each, ``warmup`` calls of a module, then
+    ``repeats`` samples of at least ``min_sample_ms`` each (back-to-back calls averaged)."""
+
+    warmup: int = 3
+    repeats: int = 3
+    passes: int = 8
+    min_sample_ms: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("warmup", "repeats", "passes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"timing {name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.min_sample_ms, (int, float)) and math.isfinite(self.min_sample_ms)):
+            raise ValueError(f"timing min_sample_ms must be a finite number, got {self.min_sample_ms!r}")
+        if self.min_sample_ms < 0:
+            raise ValueError(f"timing min_sample_ms must be >= 0, got {self.min_sample_ms!r}")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds per call of one module over all its samples: the fastest sample (the latency used for
+    budgets: contention from other processes only ever adds time), the median and the interquartile range."""
+
+    best_ms: float
+    median_ms: float
+    spread_ms: float
+
+    def to_list(self) -> list[float]:
+        """``[best_ms, median_ms, spread_ms]`` (the form table files store)."""
+        return [self.best_ms, self.median_ms, self.spread_ms]
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` (a static net or one of its parts, in eval mode) with every conv + BN pair fused (in place).
+
+    The fused conv computes what conv then BN computed with the running statistics; the BN becomes an
+    identity. Applies to the pairs the static model names (stem, blocks, head).
+    """
+    module.eval()
+    for part in module.modules():
+        for conv_name, bn_name in _CONV_BN_PAIRS:
+            conv, bn = getattr(part, conv_name, None), getattr(part, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(part, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(part, bn_name, nn.Identity())
+    return module
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads, restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def make_runner(
+    module: nn.Module, input_shape: tuple[int, ...], fingerprint: DeviceFingerprint, seed: int = 0
+) -> Callable[[], None]:
+    """A function running one inference of ``module`` (BN folded) on a fixed random input of ``input_shape``
+    (batch excluded) with the fingerprint's backend, device, threads and batch."""
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn((fingerprint.batch, *input_shape), generator=generator)
+    model = fold_batchnorm(module)
+    if fingerprint.backend == "onnxruntime":
+        return _onnxruntime_runner(model, example, fingerprint)
+    device = torch.device(fingerprint.device)
+    model = model.to(device)
+    example = example.to(device)
+    synchronize = torch.cuda.synchronize if fingerprint.device == "cuda" else None
+
+    def run() -> None:
+        with _torch_threads(fingerprint.threads), torch.inference_mode():
+            model(example)
+        if synchronize is not None:
+            synchronize()
+
+    return run
+
+
+def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, fingerprint: DeviceFingerprint) -> Callable[[], None]:
+    import onnxruntime
+
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)  # the TorchScript exporter's notice
+        warnings.simplefilter("ignore", category=FutureWarning)
+        torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["x"], opset_version=17)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = fingerprint.threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    provider = "CUDAExecutionProvider" if fingerprint.device == "cuda" else "CPUExecutionProvider"
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[provider])
+    feed = {"x": example.numpy()}
+
+    def run() -> None:
+        session.run(None, feed)
+
+    return run
+
+
+def _samples(run: Callable[[], None], settings: TimingSettings) -> list[float]:
+    """``settings.repeats`` samples (ms per call) of ``run`` after its warm-up."""
+    for _ in range(settings.warmup):
+        run()
+    start = time.perf_counter()
+    run()
+    single = time.perf_counter() - start
+    number = max(1, math.ceil(settings.min_sample_ms / 1e3 / max(single, 1e-9)))
+    samples = []
+    for _ in range(settings.repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            run()
+        samples.append((time.perf_counter() - start) / number * 1e3)
+    return samples
+
+
+def summarize(samples: Sequence[float]) -> Timing:
+    """Best, median and interquartile range of samples (ms)."""
+    quartiles = np.percentile(samples, [25, 75])
+    return Timing(float(min(samples)), float(statistics.median(samples)), float(quartiles[1] - quartiles[0]))
+
+
+def time_runner(run: Callable[[], None], settings: TimingSettings) -> Timing:
+    """The timing of one runner: ``settings.passes`` x ``settings.repeats`` samples."""
+    return summarize([value for _ in range(settings.passes) for value in _samples(run, settings)])
+
+
+def time_many(
+    factories: Sequence[Callable[[], Callable[[], None]]],
+    settings: TimingSettings,
+    on_pass: Callable[[int, list[list[float]]], None] | None = None,
+    first_pass: int = 0,
+    previous: Sequence[Sequence[float]] | None = None,
+) -> list[Timing]:
+    """Timings of many modules, measured in ``settings.passes`` round-robin passes over all of them.
+
+    A burst of load from other processes (seconds long on a shared machine) then touches one pass of a
+    module, not all its samples. ``factories[i]()`` builds the runner of module ``i`` (anew in each pass,
+    so only one module is in memory at a time). ``on_pass(done_passes, samples_so_far)`` is called after
+    every pass; ``previous`` (samples per module) and ``first_pass`` resume an interrupted measurement.
+    """
+    samples = [list(values) for values in previous] if previous is not None else [[] for _ in factories]
+    for index in range(first_pass, settings.passes):
+        for factory, values in zip(factories, samples):
+            values.extend(_samples(factory(), settings))
+        if on_pass is not None:
+            on_pass(index + 1, samples)
+    return [summarize(values) for values in samples]
