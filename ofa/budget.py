@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import math
 import numbers
+import random
 import re
+from typing import TYPE_CHECKING
 
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many
 from ofa.space import SearchSpace
 
+if TYPE_CHECKING:
+    from ofa.latency_models import LatencyEstimator
+
 __all__ = [
     "BUDGET_FORMS",
+    "LATENCY_FORMS",
     "MACS_PER_MMAC",
     "check_budget",
+    "check_latency_budget",
+    "fastest_latency",
     "parse_budget",
     "parse_budgets",
+    "parse_latency",
     "smallest_mmacs",
 ]
 
@@ -29,6 +38,10 @@ BUDGET_FORMS = (
     "a positive number of MACs with an optional suffix K, M or G (e.g. 800K, 5M, 5.5M, 1.2G); "
     "a plain number means MMACs"
 )
+LATENCY_FORMS = "a positive latency with an optional unit us, ms or s (e.g. 5ms, 800us, 0.2s); a plain number means ms"
+_LATENCY_PATTERN = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(us|ms|s)?\s*$")
+_MS_PER_UNIT = {None: 1.0, "us": 1e-3, "ms": 1.0, "s": 1e3}
+FASTEST_PROBES = 512  # random archs (besides the smallest) probed for the fastest estimated latency
 _BUDGET_PATTERN = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmMgG]?)\s*$")
 _MMACS_PER_SUFFIX = {"": 1.0, "k": 1e-3, "m": 1.0, "g": 1e3}
 
@@ -80,5 +93,49 @@ def check_budget(space: SearchSpace, budget: float | str, num_classes: int = DEF
         raise ValueError(
             f"budget {value:.6g} MMACs is below the smallest subnet of space {space.name!r}, "
             f"which needs {smallest:.6g} MMACs ({num_classes} classes); choose a budget >= {smallest:.6g}M"
+        )
+    return value
+
+
+def parse_latency(text: str | float) -> float:
+    """Milliseconds from ``"5ms"``, ``"800us"``, ``"0.2s"`` or ``"5"`` (plain = ms); a number is ms.
+
+    Raises:
+        ValueError: naming the value and the accepted forms when it is malformed, zero, negative or not finite.
+    """
+    if isinstance(text, numbers.Real) and not isinstance(text, bool):
+        value = float(text)
+    elif isinstance(text, str):
+        match = _LATENCY_PATTERN.match(text.lower())
+        if match is None:
+            raise ValueError(f"malformed latency budget {text!r}; expected {LATENCY_FORMS}")
+        value = float(match.group(1)) * _MS_PER_UNIT[match.group(2)]
+    else:
+        raise ValueError(f"malformed latency budget {text!r} of type {type(text).__name__}; expected {LATENCY_FORMS}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"latency budget {text!r} must be positive and finite; expected {LATENCY_FORMS}")
+    return value
+
+
+def fastest_latency(estimator: LatencyEstimator) -> float:
+    """The lowest estimated latency (ms) among the smallest subnet and ``FASTEST_PROBES`` seeded random archs."""
+    space = estimator.space
+    rng = random.Random(0)
+    archs = [space.min_arch(), *(space.sample(rng) for _ in range(FASTEST_PROBES))]
+    return float(estimator.predict(archs).min())
+
+
+def check_latency_budget(estimator: LatencyEstimator, budget: float | str) -> float:
+    """The latency budget in ms, if well formed and not below the fastest subnet's estimated latency.
+
+    Raises:
+        ValueError: for a malformed budget, or one below the fastest subnet (whose latency it names).
+    """
+    value = parse_latency(budget)
+    fastest = fastest_latency(estimator)
+    if value < fastest:
+        raise ValueError(
+            f"latency budget {value:.4g} ms is below the fastest subnet of space {estimator.space.name!r} on "
+            f"{estimator.fingerprint.describe()}, estimated at {fastest:.4g} ms; choose a budget >= {fastest:.4g}ms"
         )
     return value

@@ -46,6 +46,7 @@ def _command_flops(args: argparse.Namespace) -> None:
     print(f"{macs / 1e6:.2f} MMACs  {params / 1e6:.3f} M params  ({args.classes} classes)  {arch.short()}")
 
 
+LATENCY_MODEL_HELP = "latency estimator file of ofa latency fit (default: RUN/latency/estimator.json)"
 CLASSES_HELP = f"classifier outputs (default {DEFAULT_NUM_CLASSES}; 1000 for the ImageNet figures of the papers)"
 
 
@@ -119,7 +120,12 @@ def _evaluate_locked(args: argparse.Namespace) -> None:
 def _command_export(args: argparse.Namespace) -> None:
     from ofa.deploy import export_from_run
 
-    out, info = export_from_run(args.run, args.arch, args.flops, args.out, args.force, args.onnx, args.predictor)
+    _check_latency_model_option(args)
+    budget = args.flops if args.latency is None else args.latency
+    latency_model = None if args.latency is None else (args.latency_model or "")
+    out, info = export_from_run(
+        args.run, args.arch, budget, args.out, args.force, args.onnx, args.predictor, latency_model
+    )
     onnx = f", ONNX max abs diff {info['onnx']['max_abs_diff']:.2e}" if info.get("onnx") else ""
     measured = info.get("metadata") or {}
     accuracy = ", ".join(f"{split} {100 * measured[f'{split}_acc']:.2f}%" for split in ("val", "test"))
@@ -149,14 +155,19 @@ def _command_finetune(args: argparse.Namespace) -> None:
 
 
 def _command_search(args: argparse.Namespace) -> None:
-    from ofa.budget import check_budget, parse_budgets
-    from ofa.deploy import capped_settings, find_predictor, read_run_space, search_run
+    from ofa.budget import check_budget, check_latency_budget, parse_budgets
+    from ofa.deploy import capped_settings, find_latency_estimator, find_predictor, read_run_space, search_run
     from ofa.search import SearchSettings
 
     # every input is checked before the supernet is loaded (which takes seconds)
-    budgets = parse_budgets(args.budgets)
+    _check_latency_model_option(args)
     space, num_classes = read_run_space(args.run)
-    budgets = [check_budget(space, budget, num_classes) for budget in budgets]
+    latency = None
+    if args.latency is not None:
+        latency = find_latency_estimator(args.run, space, args.latency_model)
+        budgets = [check_latency_budget(latency, budget) for budget in _budget_list(args.latency, "--latency")]
+    else:
+        budgets = [check_budget(space, budget, num_classes) for budget in parse_budgets(args.budgets)]
     settings = SearchSettings(population=args.population, generations=args.generations, seed=args.seed)
     if args.finalists < 1:
         raise ValueError(f"--finalists must be >= 1, got {args.finalists}")
@@ -175,33 +186,59 @@ def _command_search(args: argparse.Namespace) -> None:
             progress=sys.stderr.isatty(),
             strategy=args.strategy,
             max_queries=args.max_queries,
+            latency=latency,
         )
     print(format_subnets(chosen))
     print(
         f"{args.strategy}: {summary['predictor_queries']} predictor queries, "
         f"{summary['supernet_measurements']} supernet measurements"
     )
-    print(f"written: {RunFolder(run.run_dir).pareto_json}, pareto.csv, pareto.png")
+    stem = "pareto" if latency is None else "pareto-latency"
+    written = RunFolder(run.run_dir).search_result(stem, "json")
+    device = "" if latency is None else f" (latency on {latency.fingerprint.describe()})"
+    print(f"written: {written}, {stem}.csv, {stem}.png{device}")
+
+
+def _budget_list(text: str, option: str) -> list[str]:
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or not all(items):
+        raise ValueError(f"{option}: malformed budget list {text!r}; expected comma-separated budgets")
+    return items
+
+
+def _check_latency_model_option(args: argparse.Namespace) -> None:
+    if args.latency_model is not None and args.latency is None:
+        raise ValueError("--latency-model applies to --latency budgets only")
 
 
 def _command_query(args: argparse.Namespace) -> None:
-    from ofa.deploy import query_run
+    from ofa.deploy import find_latency_estimator, query_run, read_run_space
 
-    answer = query_run(args.run, args.flops, args.predictor)
+    _check_latency_model_option(args)
+    latency = None
+    if args.latency is not None:
+        space, _ = read_run_space(args.run)
+        latency = find_latency_estimator(args.run, space, args.latency_model)
+    budget = args.flops if latency is None else args.latency
+    answer = query_run(args.run, budget, args.predictor, latency=latency)
     print(format_subnets([answer]))
     print(json.dumps(answer.arch.to_dict()))
 
 
 def format_subnets(subnets: Sequence) -> str:
-    """A table of chosen subnets: budget, arch, MMACs, params, predicted / val / test accuracy."""
+    """A table of chosen subnets: budget, arch, MMACs (and latency), params, predicted / val / test accuracy."""
 
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}"
 
-    lines = [f"{'budget':>8} {'MMACs':>7} {'params':>8} {'pred':>6} {'val':>6} {'test':>6}  arch"]
+    timed = any(subnet.latency_ms is not None for subnet in subnets)
+    latency_header = f" {'ms':>7}" if timed else ""
+    lines = [f"{'budget':>8} {'MMACs':>7}{latency_header} {'params':>8} {'pred':>6} {'val':>6} {'test':>6}  arch"]
     for subnet in subnets:
+        budget = f"{subnet.budget:>6.2f}ms" if subnet.latency_ms is not None else f"{subnet.budget:>7.2f}M"
+        latency = f" {subnet.latency_ms:>7.3f}" if timed else ""
         lines.append(
-            f"{subnet.budget:>7.2f}M {subnet.mmacs:>7.3f} {subnet.params / 1e3:>7.1f}K "
+            f"{budget} {subnet.mmacs:>7.3f}{latency} {subnet.params / 1e3:>7.1f}K "
             f"{percent(subnet.predicted_acc):>6} {percent(subnet.val_acc):>6} {percent(subnet.test_acc):>6}  "
             f"{subnet.arch.short()}"
         )
@@ -209,9 +246,12 @@ def format_subnets(subnets: Sequence) -> str:
 
 
 def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("search", help="Pareto-optimal subnets of a run for FLOPs budgets")
+    parser = commands.add_parser("search", help="Pareto-optimal subnets of a run for FLOPs or latency budgets")
     parser.add_argument("run", help="run directory")
-    parser.add_argument("--budgets", required=True, help="comma-separated MMAC budgets, e.g. 2M,4M,8M")
+    budgets = parser.add_mutually_exclusive_group(required=True)
+    budgets.add_argument("--budgets", help="comma-separated MMAC budgets, e.g. 2M,4M,8M")
+    budgets.add_argument("--latency", help=f"comma-separated latency budgets, e.g. 2ms,5ms ({LATENCY_MODEL_HELP})")
+    parser.add_argument("--latency-model", help=LATENCY_MODEL_HELP)
     parser.add_argument("--predictor", help="fitted predictor file (default: the run's own)")
     parser.add_argument("--population", type=int, default=100)
     parser.add_argument("--generations", type=int, default=30)
@@ -227,9 +267,12 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-queries", type=int, help="at most this many predictor queries per budget")
     parser.set_defaults(handler=_command_search)
 
-    parser = commands.add_parser("query", help="the best subnet of a run within one FLOPs budget")
+    parser = commands.add_parser("query", help="the best subnet of a run within one FLOPs or latency budget")
     parser.add_argument("run", help="run directory")
-    parser.add_argument("--flops", required=True, help="budget, e.g. 5M")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--flops", help="budget, e.g. 5M")
+    budget.add_argument("--latency", help="latency budget, e.g. 5ms")
+    parser.add_argument("--latency-model", help=LATENCY_MODEL_HELP)
     parser.add_argument("--predictor", help="fitted predictor file (default: the run's own)")
     parser.set_defaults(handler=_command_query)
 
@@ -262,6 +305,8 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", help="arch file (JSON or YAML)")
     which.add_argument("--flops", help="the best subnet within this budget, e.g. 5M")
+    which.add_argument("--latency", help="the best subnet within this latency budget, e.g. 5ms")
+    parser.add_argument("--latency-model", help=LATENCY_MODEL_HELP)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="replace an existing export")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx (checked with onnxruntime)")

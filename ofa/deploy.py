@@ -1,10 +1,12 @@
-"""Deploy many: Pareto-optimal subnets of a trained run for FLOPs budgets, budget queries, export.
+"""Deploy many: Pareto-optimal subnets of a trained run for FLOPs or latency budgets, queries, export.
 
 The accuracy predictor of the run guides an evolutionary search per budget (fast path, once-for-all,
 Cai et al., ICLR 2020); the best ``finalists`` candidates per budget are then really evaluated inside the
 supernet (BN recalibrated) on val, the one with the best val accuracy is chosen and its test accuracy
 reported. Results are written to ``RUN/search/pareto.json``, ``pareto.csv`` and ``pareto.png``; the same
-run, predictor, budgets and settings give byte-identical ``pareto.json`` and ``pareto.csv``.
+run, predictor, budgets and settings give byte-identical ``pareto.json`` and ``pareto.csv``. Latency budgets
+(a latency estimator of :mod:`ofa.latency_models`) write ``pareto-latency.*`` beside them
+(:mod:`ofa.cost_axis`).
 
 Queries and budget checks need neither torch nor the supernet: they read ``RUN/space.json`` and the
 run's fitted predictor (``RUN/predictor/final.json``, refitted only when ``RUN/archs.csv`` is newer).
@@ -27,7 +29,7 @@ import yaml
 from ofa._genome import Genome
 from ofa.atomic import atomic_write_text
 from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
-from ofa.budget import check_budget, parse_budget
+from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params
 from ofa.pareto import pareto_front
 from ofa.runfolder import CHECKPOINT_NAMES, RunFolder
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ofa.evaluate import Evaluation
+    from ofa.latency_models import LatencyEstimator
     from predictors.models import Predictor
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "MeasurableRun",
     "capped_settings",
     "export_from_run",
+    "find_latency_estimator",
     "find_predictor",
     "pareto_figure",
     "query_run",
@@ -55,6 +59,7 @@ __all__ = [
 ]
 
 PARETO_COLUMNS = ("budget_mmacs", "arch", "mmacs", "params", "predicted_acc", "val_acc", "test_acc")
+LATENCY_PARETO_COLUMNS = ("budget_latency_ms", "arch", "mmacs", "latency_ms", "params", "predicted_acc", "val_acc")
 CLOUD_SIZE = 400  # random archs scored by the predictor for the plot's cloud
 CLOUD_SEED = 0
 RESULT_FILE_MODE = 0o644
@@ -62,7 +67,7 @@ RESULT_FILE_MODE = 0o644
 
 @dataclass(frozen=True)
 class ChosenSubnet:
-    """The answer for one budget."""
+    """The answer for one budget (in MMACs, or in ms when ``latency_ms`` is set)."""
 
     budget: float
     arch: Arch
@@ -71,11 +76,17 @@ class ChosenSubnet:
     predicted_acc: float
     val_acc: float | None = None
     test_acc: float | None = None
+    latency_ms: float | None = None
+
+    @property
+    def unit(self) -> str:
+        """``mmacs`` or ``latency_ms``: what the budget limits."""
+        return "mmacs" if self.latency_ms is None else "latency_ms"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data."""
-        return {
-            "budget_mmacs": self.budget,
+        data = {
+            f"budget_{self.unit}": self.budget,
             "arch": self.arch.to_dict(),
             "arch_short": self.arch.short(),
             "mmacs": self.mmacs,
@@ -84,6 +95,9 @@ class ChosenSubnet:
             "val_acc": self.val_acc,
             "test_acc": self.test_acc,
         }
+        if self.latency_ms is not None:
+            data["latency_ms"] = self.latency_ms
+        return data
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -223,6 +237,7 @@ def search_run(
     plot: bool = True,
     strategy: str = "evolution",
     max_queries: int | None = None,
+    latency: LatencyEstimator | None = None,
 ) -> tuple[list[ChosenSubnet], dict[str, Any]]:
     """Search every budget with the predictor, evaluate the finalists in the supernet, write the results.
 
@@ -241,21 +256,29 @@ def search_run(
         plot: also draw ``pareto.png``.
         strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores).
         max_queries: at most this many predictor queries per budget (evolution: fewer generations).
+        latency: a latency estimator: budgets are then latencies (ms) of its estimate, and the results go
+            to ``pareto-latency.*``.
 
     Returns:
         The chosen subnet per budget (in the given order) and the content of ``pareto.json``.
 
     Raises:
-        ValueError: a malformed budget, one below the smallest subnet (its MMACs named), or bad settings.
+        ValueError: a malformed budget, one below the smallest (fastest) subnet, or bad settings.
     """
     if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
-    result = search_budgets(run.space, predictor.predict, budgets, settings, run.num_classes, strategy, per_budget)
+    axis = mac_axis(run.space, run.num_classes) if latency is None else latency_axis(latency)
+    result = search_budgets(
+        run.space, predictor.predict, budgets, settings, run.num_classes, strategy, per_budget, latency
+    )
     measurements: list[int] = []
-    chosen = _choose_measured(run, result, predictor, finalists, progress, measurements)
+    chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis)
+    device = {} if latency is None else {"device": latency.fingerprint.to_dict(), "estimator": latency.kind}
     summary = {
         "space": run.space.name,
+        "objective": axis.unit,
+        **device,
         "strategy": strategy,
         "predictor_queries": result.num_evaluations,
         "supernet_measurements": len(measurements),
@@ -265,7 +288,7 @@ def search_run(
         "chosen": [subnet.to_dict() for subnet in chosen],
         "search": _without_wall_time(result.to_dict(top=finalists)),
     }
-    _write_search(run, chosen, summary, result, predictor if plot else None)
+    _write_search(run, chosen, summary, result, predictor if plot else None, axis)
     return chosen, summary
 
 
@@ -275,17 +298,19 @@ def _write_search(
     summary: dict[str, Any],
     result: MultiBudgetResult,
     plot_predictor: Predictor | None,
+    axis: CostAxis,
 ) -> None:
-    """``pareto.json``, ``pareto.csv`` and, given the predictor for its cloud of random archs, ``pareto.png``."""
+    """``STEM.json``, ``STEM.csv`` and, given the predictor for its cloud of random archs, ``STEM.png``
+    (stem ``pareto`` or ``pareto-latency``)."""
     folder = RunFolder(run.run_dir)
-    _write_result(folder.pareto_json, json.dumps(summary, indent=1) + "\n")
-    _write_result(folder.pareto_csv, _pareto_csv(chosen))
+    _write_result(folder.search_result(axis.file_stem, "json"), json.dumps(summary, indent=1) + "\n")
+    _write_result(folder.search_result(axis.file_stem, "csv"), _pareto_csv(chosen, axis))
     if plot_predictor is not None:
-        cloud = _random_cloud(run.space, run.num_classes, plot_predictor)
+        cloud = _random_cloud(run.space, run.num_classes, plot_predictor, axis)
         measured = _measured(run.run_dir, run.space)
-        figure = pareto_figure(chosen, result, cloud, measured, run.space, run.num_classes)
+        figure = pareto_figure(chosen, result, cloud, measured, axis, run.space.name)
         folder.search_folder.mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder.pareto_plot, dpi=120)
+        figure.savefig(folder.search_result(axis.file_stem, "png"), dpi=120)
 
 
 def capped_settings(
@@ -313,6 +338,7 @@ def _choose_measured(
     finalists: int,
     progress: bool,
     measurements: list[int],
+    axis: CostAxis,
 ) -> list[ChosenSubnet]:
     """Per budget (in the given order): the best val accuracy among its finalists, measured now, and every
     arch already measured within it; its test accuracy measured once. Each measurement made appends 1 to
@@ -333,7 +359,7 @@ def _choose_measured(
                 measurements.append(1)
             bar.update(1)
         pool = list(known)
-        costs = count_macs_many(space, pool, num_classes) / 1e6
+        costs = axis.of_archs(pool)
         pool = [arch for arch, cost in zip(pool, costs) if cost <= budget + BUDGET_TOLERANCE]
         costs = costs[costs <= budget + BUDGET_TOLERANCE]
         predicted = predictor.predict(pool)
@@ -346,11 +372,12 @@ def _choose_measured(
         picks[position] = ChosenSubnet(
             budget=budget,
             arch=arch,
-            mmacs=float(costs[best]),
+            mmacs=float(count_macs_many(space, [arch], num_classes)[0]) / 1e6,
             params=count_params(space, arch, num_classes),
             predicted_acc=float(predicted[best]),
             val_acc=float(val_acc),
             test_acc=float(test_acc),
+            latency_ms=None if axis.latency is None else float(costs[best]),
         )
     bar.close()
     return [picks[position] for position in range(len(result.budgets))]
@@ -365,16 +392,18 @@ def _without_wall_time(data: Any) -> Any:
     return data
 
 
-def _pareto_csv(chosen: Sequence[ChosenSubnet]) -> str:
+def _pareto_csv(chosen: Sequence[ChosenSubnet], axis: CostAxis) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(PARETO_COLUMNS)
+    writer.writerow(PARETO_COLUMNS if axis.latency is None else LATENCY_PARETO_COLUMNS)
     for subnet in chosen:
+        latency = [] if subnet.latency_ms is None else [round(subnet.latency_ms, 6)]
         writer.writerow(
             [
                 subnet.budget,
                 subnet.arch.to_json(),
                 round(subnet.mmacs, 6),
+                *latency,
                 subnet.params,
                 round(subnet.predicted_acc, 6),
                 "" if subnet.val_acc is None else round(subnet.val_acc, 6),
@@ -384,12 +413,13 @@ def _pareto_csv(chosen: Sequence[ChosenSubnet]) -> str:
     return buffer.getvalue()
 
 
-def _random_cloud(space: SearchSpace, num_classes: int, predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
-    """MMACs and predicted accuracy of ``CLOUD_SIZE`` archs drawn uniformly from the space (fixed seed)."""
+def _random_cloud(
+    space: SearchSpace, num_classes: int, predictor: Predictor, axis: CostAxis
+) -> tuple[np.ndarray, np.ndarray]:
+    """Costs and predicted accuracy of ``CLOUD_SIZE`` archs drawn uniformly from the space (fixed seed)."""
     genome = Genome(space, num_classes)
-    rows = genome.sample(CLOUD_SIZE, np.random.default_rng(CLOUD_SEED))
-    archs = genome.decode(rows)
-    return genome.mmacs(rows), np.asarray(predictor.predict(archs), dtype=np.float64)
+    archs = genome.decode(genome.sample(CLOUD_SIZE, np.random.default_rng(CLOUD_SEED)))
+    return axis.of_archs(archs), np.asarray(predictor.predict(archs), dtype=np.float64)
 
 
 def pareto_figure(
@@ -397,11 +427,11 @@ def pareto_figure(
     result: MultiBudgetResult,
     cloud: tuple[np.ndarray, np.ndarray],
     measured: dict[Arch, tuple[float, float]],
-    space: SearchSpace,
-    num_classes: int,
+    cost_axis: CostAxis,
+    space_name: str,
 ) -> Figure:
-    """Accuracy vs MMACs: a cloud of random archs (predicted), the measured archs and their front (val),
-    the predicted front of the search, the chosen subnets (val) and the budgets."""
+    """Accuracy vs cost (MMACs or latency): a cloud of random archs (predicted), the measured archs and
+    their front (val), the predicted front of the search, the chosen subnets (val) and the budgets."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -411,14 +441,14 @@ def pareto_figure(
     axis.scatter(cloud[0], cloud[1], s=5, color="0.85", label=f"random archs (predicted, {len(cloud[0])})")
     if measured:
         archs = list(measured)
-        costs = count_macs_many(space, archs, num_classes) / 1e6
+        costs = cost_axis.of_archs(archs)
         accuracies = np.array([measured[arch][0] for arch in archs])
         axis.scatter(costs, accuracies, s=8, color="0.55", label="measured archs (val)")
         front = pareto_front(costs, accuracies)
         axis.plot(costs[front], accuracies[front], color="0.4", lw=1, label="measured front (val)")
     axis.plot(result.front_costs, result.front_scores, color="tab:blue", lw=1, label="predicted front (search)")
     axis.scatter(
-        [subnet.mmacs for subnet in chosen],
+        [subnet.mmacs if subnet.latency_ms is None else subnet.latency_ms for subnet in chosen],
         [subnet.val_acc for subnet in chosen],
         color="tab:red",
         zorder=3,
@@ -426,9 +456,9 @@ def pareto_figure(
     )
     for subnet in chosen:
         axis.axvline(subnet.budget, color="tab:red", lw=0.5, ls=":")
-    axis.set_xlabel("MMACs")
+    axis.set_xlabel(cost_axis.label, fontsize=8 if cost_axis.latency is not None else None)
     axis.set_ylabel("accuracy")
-    axis.set_title(f"space {space.name}: {len(chosen)} budgets")
+    axis.set_title(f"space {space_name}: {len(chosen)} budgets")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -440,55 +470,74 @@ def pareto_figure(
 # ----------------------------------------------------------------------------------------------------
 
 
+def find_latency_estimator(run_dir: str | Path, space: SearchSpace, path: str | Path | None) -> LatencyEstimator:
+    """The latency estimator for budgets: ``path``, else the run's own (``RUN/latency/estimator.json``).
+
+    Raises:
+        ValueError: no estimator, or one of another space.
+    """
+    from ofa.latency_models import load_estimator
+
+    own = RunFolder(Path(run_dir)).latency_estimator
+    if path is None and not own.is_file():
+        raise ValueError(
+            f"latency budgets need a latency estimator: pass --latency-model FILE (ofa latency fit) or "
+            f"let `ofa run --latency` build one ({own} does not exist)"
+        )
+    return load_estimator(own if path is None else path, space)
+
+
 def query_run(
     run_dir: str | Path,
     budget: str | float,
     predictor_path: str | Path | None = None,
     settings: SearchSettings | None = None,
+    latency: LatencyEstimator | None = None,
 ) -> ChosenSubnet:
     """The best arch within one budget, by the predictor.
 
     A quick predictor-guided evolutionary search (``settings``, default :class:`SearchSettings`) answers,
-    unless the run's saved search chose an arch within the budget that the predictor scores at least as
-    high. Val and test accuracy are reported when the arch was measured. The budget is checked before the
-    predictor is loaded.
+    unless the run's saved search (of the same cost) chose an arch within the budget that the predictor
+    scores at least as high. Val and test accuracy are reported when the arch was measured. The budget
+    is checked before the predictor is loaded. With ``latency``, the budget is a latency (``"5ms"``) of
+    the estimator.
 
     Raises:
-        ValueError: a missing run, a malformed budget or one below the smallest subnet (its MMACs named),
-            or a predictor file of another space.
+        ValueError: a missing run, a malformed budget or one below the smallest (fastest) subnet, or a
+            predictor or estimator of another space.
     """
     run_dir = Path(run_dir)
     space, num_classes = read_run_space(run_dir)
-    budget_mmacs = check_budget(space, parse_budget(budget), num_classes)
+    axis = mac_axis(space, num_classes) if latency is None else latency_axis(latency)
+    budget_value = axis.check(budget)
     predictor = find_predictor(run_dir, space, predictor_path, num_classes=num_classes)
-    result = evolutionary_search(space, predictor.predict, budget_mmacs, settings, num_classes)
-    saved = _saved_choices(run_dir, space)
-    candidates = list(saved)
-    best_arch, best_predicted, best_cost = result.best_arch, result.best_score, result.best_cost
-    if candidates:
-        costs = count_macs_many(space, candidates, num_classes) / 1e6
-        fitting = [arch for arch, cost in zip(candidates, costs.tolist()) if cost <= budget_mmacs]
+    result = evolutionary_search(space, predictor.predict, budget_value, settings, num_classes, latency)
+    saved = _saved_choices(run_dir, space, axis)
+    best_arch, best_predicted = result.best_arch, result.best_score
+    if saved:
+        candidates = list(saved)
+        fitting = [arch for arch, cost in zip(candidates, axis.of_archs(candidates)) if cost <= budget_value]
         if fitting:
             predicted = np.asarray(predictor.predict(fitting), dtype=np.float64)
             index = int(np.argmax(predicted))
             if predicted[index] >= best_predicted:
                 best_arch, best_predicted = fitting[index], float(predicted[index])
-                best_cost = float(count_macs_many(space, [best_arch], num_classes)[0]) / 1e6
     val_acc, test_acc = saved.get(best_arch) or _measured(run_dir, space).get(best_arch) or (None, None)
     return ChosenSubnet(
-        budget=budget_mmacs,
+        budget=budget_value,
         arch=best_arch,
-        mmacs=best_cost,
+        mmacs=float(count_macs_many(space, [best_arch], num_classes)[0]) / 1e6,
         params=count_params(space, best_arch, num_classes),
         predicted_acc=float(best_predicted),
         val_acc=val_acc,
         test_acc=test_acc,
+        latency_ms=None if latency is None else float(axis.of_archs([best_arch])[0]),
     )
 
 
-def _saved_choices(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float | None, float | None]]:
-    """The chosen archs of the run's saved search (``RUN/search/pareto.json``) and their accuracies."""
-    path = RunFolder(run_dir).pareto_json
+def _saved_choices(run_dir: Path, space: SearchSpace, axis: CostAxis) -> dict[Arch, tuple[float | None, float | None]]:
+    """The chosen archs of the run's saved search of this cost (``RUN/search/STEM.json``) and their accuracies."""
+    path = RunFolder(run_dir).search_result(axis.file_stem, "json")
     if not path.is_file():
         return {}
     try:
@@ -509,8 +558,11 @@ def export_from_run(
     force: bool = False,
     onnx: bool = False,
     predictor_path: str | Path | None = None,
+    latency_path: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Export the arch of ``arch_file``, or the best arch within ``budget``, as a standalone subnet.
+
+    With ``latency_path`` (a latency estimator file, or ``""`` for the run's own), ``budget`` is a latency.
 
     The subnet's BN statistics are recalibrated as for evaluation (once), and the extracted model's val and
     test accuracy (equal to the supernet's, see the exactness tests) are recorded in the export's metadata.
@@ -525,10 +577,13 @@ def export_from_run(
     from ofa.runs import load_run
 
     if (arch_file is None) == (budget is None):
-        raise ValueError("export needs exactly one of an arch file (--arch) and a budget (--flops)")
+        raise ValueError("export needs exactly one of an arch file (--arch) and a budget (--flops or --latency)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     space, _ = read_run_space(run_dir)
     check_export_target(out_dir, force)
+    latency = None
+    if latency_path is not None and budget is not None:
+        latency = find_latency_estimator(run_dir, space, latency_path or None)
     predicted = None
     if arch_file is not None:
         try:
@@ -537,7 +592,7 @@ def export_from_run(
             named = str(arch_file) in str(error)
             raise ValueError(str(error) if named else f"arch file {arch_file}: {error}") from None
     else:
-        answer = query_run(run_dir, budget, predictor_path)
+        answer = query_run(run_dir, budget, predictor_path, latency=latency)
         arch, predicted = answer.arch, answer.predicted_acc
     run = load_run(run_dir)
     model = run.calibrated_subnet(arch)  # BN calibrated once; the exported model itself is what is measured

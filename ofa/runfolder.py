@@ -13,7 +13,8 @@ No other module spells a file name of a run; they ask a :class:`RunFolder` for t
       archs.csv              archs measured in the supernet (``ofa evaluate``), with archs.source.json
       compare_archs.csv      the same for ``ofa compare`` variants
       predictor/             final.json (the search predictor); the guide's archs.csv and predictor files
-      search/                pareto.json, pareto.csv, pareto.png (``ofa search``)
+      search/                pareto.json, pareto.csv, pareto.png (``ofa search``); pareto-latency.* for latency budgets
+      latency/               estimator.json: the latency estimator of this machine (``ofa run --latency``)
       export/                one standalone export per budget (``ofa run``)
       report/                report.md, summary.json and figures (``ofa run``)
       .lock                  held by the process writing the run (see :mod:`ofa.runlock`)
@@ -134,20 +135,29 @@ class RunFolder:
         """``ofa search`` results."""
         return self.root / "search"
 
+    def search_result(self, stem: str, suffix: str) -> Path:
+        """A search result file: ``search/STEM.SUFFIX`` (stem ``pareto`` or ``pareto-latency``)."""
+        return self.search_folder / f"{stem}.{suffix}"
+
+    @property
+    def latency_estimator(self) -> Path:
+        """The run's latency estimator (default of ``--latency-model``)."""
+        return self.root / "latency" / "estimator.json"
+
     @property
     def pareto_json(self) -> Path:
         """The search summary: settings, chosen subnets, front."""
-        return self.search_folder / "pareto.json"
+        return self.search_result("pareto", "json")
 
     @property
     def pareto_csv(self) -> Path:
         """The chosen subnets as CSV."""
-        return self.search_folder / "pareto.csv"
+        return self.search_result("pareto", "csv")
 
     @property
     def pareto_plot(self) -> Path:
         """The front's figure."""
-        return self.search_folder / "pareto.png"
+        return self.search_result("pareto", "png")
 
     @property
     def export_folder(self) -> Path:

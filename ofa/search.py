@@ -10,8 +10,9 @@ evaluated twice; a child over the budget is redrawn a bounded number of times, i
 shrunk deterministically into the budget, so no loop can run forever. Random search draws uniformly
 within the budget and returns the same result type, to compare both at equal numbers of evaluations.
 
-Costs are MMACs (10^6 multiply-accumulates, see ``ofa.flops``); scores are "higher is better". Budget
-parsing lives in ``ofa.budget`` and fronts in ``ofa.pareto``; both are re-exported here.
+Costs are MMACs (10^6 multiply-accumulates, see ``ofa.flops``), or, given a latency estimator
+(``ofa.latency_models``), estimated milliseconds on the estimator's device; scores are "higher is
+better". Budget parsing lives in ``ofa.budget`` and fronts in ``ofa.pareto``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from ofa.budget import (
     MACS_PER_MMAC,
     TOLERANCE,
     check_budget,
+    check_latency_budget,
     parse_budget,
     parse_budgets,
     smallest_mmacs,
@@ -38,6 +40,9 @@ from ofa.budget import (
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many
 from ofa.pareto import hypervolume, nondominated_ranks, pareto_front
 from ofa.space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from ofa.latency_models import LatencyEstimator
 
 __all__ = [
     "BUDGET_FORMS",
@@ -132,8 +137,8 @@ class SearchSettings:
         return min(self.population - 1, max(1, round(self.parent_ratio * self.population)))
 
 
-def _point(arch: Arch, cost: float, score: float) -> dict[str, Any]:
-    return {"arch": arch.to_dict(), "mmacs": float(cost), "score": float(score)}
+def _point(arch: Arch, cost: float, score: float, unit: str) -> dict[str, Any]:
+    return {"arch": arch.to_dict(), unit: float(cost), "score": float(score)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,10 +146,10 @@ class SearchResult:
     """The outcome of one search under one budget.
 
     Attributes:
-        strategy: ``evolution`` or ``random``.
-        budget: the budget in MMACs.
+        strategy: ``evolution``, ``random`` or ``rl``.
+        budget: the budget in MMACs (or ms for a latency search).
         best_arch: the highest-scoring arch within the budget (ties: the cheaper, then the first found).
-        best_cost: its MMACs.
+        best_cost: its MMACs (or estimated ms).
         best_score: its objective value.
         archs: every distinct arch this search scored, in the order found (all within the budget).
         costs: their MMACs.
@@ -155,6 +160,7 @@ class SearchResult:
             every 100 evaluations and at the end.
         wall_time: seconds.
         seed: the seed used.
+        unit: what costs are: ``mmacs`` or ``latency_ms``.
     """
 
     strategy: str
@@ -169,6 +175,7 @@ class SearchResult:
     history: tuple[float, ...]
     wall_time: float
     seed: int
+    unit: str = "mmacs"
 
     def front(self) -> np.ndarray:
         """Indices of the non-dominated evaluated archs, by increasing cost."""
@@ -182,14 +189,14 @@ class SearchResult:
         """JSON-ready summary: best arch, the ``top`` best archs, the front of the evaluated archs."""
         return {
             "strategy": self.strategy,
-            "budget_mmacs": self.budget,
-            "best": _point(self.best_arch, self.best_cost, self.best_score),
+            f"budget_{self.unit}": self.budget,
+            "best": _point(self.best_arch, self.best_cost, self.best_score, self.unit),
             "num_evaluations": self.num_evaluations,
             "history": [float(value) for value in self.history],
             "wall_time": self.wall_time,
             "seed": self.seed,
-            "top": [_point(self.archs[i], self.costs[i], self.scores[i]) for i in self.top(top)],
-            "front": [_point(self.archs[i], self.costs[i], self.scores[i]) for i in self.front()],
+            "top": [_point(self.archs[i], self.costs[i], self.scores[i], self.unit) for i in self.top(top)],
+            "front": [_point(self.archs[i], self.costs[i], self.scores[i], self.unit) for i in self.front()],
         }
 
 
@@ -205,6 +212,7 @@ class MultiBudgetResult:
         front_scores: their objective values.
         num_evaluations: distinct archs sent to the objective over all budgets.
         wall_time: seconds.
+        unit: what budgets and costs are: ``mmacs`` or ``latency_ms``.
     """
 
     budgets: tuple[float, ...]
@@ -214,6 +222,7 @@ class MultiBudgetResult:
     front_scores: np.ndarray
     num_evaluations: int
     wall_time: float
+    unit: str = "mmacs"
 
     def hypervolume(self, reference_cost: float, reference_score: float) -> float:
         """Hypervolume of the front against a reference point (see :func:`ofa.pareto.hypervolume`)."""
@@ -222,12 +231,12 @@ class MultiBudgetResult:
     def to_dict(self, top: int = 10) -> dict[str, Any]:
         """JSON-ready summary: per budget the search summary, and the front over the range."""
         return {
-            "budgets_mmacs": list(self.budgets),
+            f"budgets_{self.unit}": list(self.budgets),
             "num_evaluations": self.num_evaluations,
             "wall_time": self.wall_time,
             "results": [result.to_dict(top) for result in self.results],
             "front": [
-                _point(arch, cost, score)
+                _point(arch, cost, score, self.unit)
                 for arch, cost, score in zip(self.front_archs, self.front_costs, self.front_scores)
             ],
         }
@@ -251,18 +260,41 @@ def combined_front(results: Sequence[SearchResult]) -> tuple[tuple[Arch, ...], n
 # ----------------------------------------------------------------------------------------------------
 
 
-class _Scorer:
-    """Archs, objective values and MMACs per genome row, computed in batches and cached."""
+@dataclass(frozen=True)
+class _Cost:
+    """What budgets limit: ``of_rows`` (genome rows, vectorised) and ``of_archs`` (an independent per-arch
+    count that checks the reported archs) in ``unit``, exactly equal for MACs and to 1e-9 for latency."""
 
-    def __init__(self, space: SearchSpace, objective: Objective, num_classes: int) -> None:
+    unit: str
+    of_rows: Callable[[np.ndarray], np.ndarray]
+    of_archs: Callable[[list[Arch]], np.ndarray]
+    exact: bool
+
+
+def _cost(genome: Genome, latency: LatencyEstimator | None) -> _Cost:
+    if latency is None:
+        space, num_classes = genome.space, genome.num_classes
+        return _Cost(
+            "mmacs", genome.mmacs, lambda archs: count_macs_many(space, archs, num_classes) / MACS_PER_MMAC, True
+        )
+    return _Cost("latency_ms", latency.row_cost(genome), latency.predict, False)
+
+
+class _Scorer:
+    """Archs, objective values and costs per genome row, computed in batches and cached."""
+
+    def __init__(
+        self, space: SearchSpace, objective: Objective, num_classes: int, latency: LatencyEstimator | None = None
+    ) -> None:
         self.genome = Genome(space, num_classes)
+        self.cost = _cost(self.genome, latency)
         self.objective = objective
         self.archs: dict[bytes, Arch] = {}
         self.scores: dict[bytes, float] = {}
         self.costs: dict[bytes, float] = {}
 
     def score(self, keys: list[bytes], rows: np.ndarray, costs: np.ndarray) -> np.ndarray:
-        """Objective values of distinct rows (MMACs ``costs``); one objective call for those not seen before."""
+        """Objective values of distinct rows (their ``costs``); one objective call for those not seen before."""
         missing = [i for i, key in enumerate(keys) if key not in self.scores]
         if missing:
             archs = self.genome.decode(rows[missing])
@@ -285,6 +317,7 @@ class _Scorer:
 
 def _draw(
     genome: Genome,
+    cost: Callable[[np.ndarray], np.ndarray],
     budget: float,
     make: Callable[[np.ndarray, int], np.ndarray],
     slots: int,
@@ -292,7 +325,7 @@ def _draw(
     max_tries: int,
 ) -> tuple[np.ndarray, list[bytes], np.ndarray]:
     """Up to ``slots`` new distinct rows within the budget, not in ``taken`` (which they join), their
-    keys and their MMACs.
+    keys and their costs (``cost`` of rows).
 
     ``make(slot_of_each_candidate, attempt)`` draws one candidate row per entry. Every slot gets one
     candidate; the slots left empty (over the budget or a repeat) get 3 redraws in one batch, and those
@@ -309,7 +342,7 @@ def _draw(
             break
         owners = np.repeat(pending, copies)  # candidates grouped by slot, in draw order
         candidates = make(owners, attempt)
-        costs = genome.mmacs(candidates)
+        costs = cost(candidates)
         feasible = np.flatnonzero(costs <= budget + TOLERANCE)
         owner_list = owners.tolist()
         filled: dict[int, int] = {}
@@ -327,15 +360,17 @@ def _draw(
         last = candidates.reshape(pending.size, copies, genome.columns)[empty, -1]
         pending = pending[empty]
     if pending.size:
-        repaired = genome.shrink(last, budget)
-        keep = np.zeros(pending.size, dtype=bool)
+        repaired = genome.shrink(last, budget, cost=cost)
+        # the smallest subnet ends every repair path; under a latency estimate it may still be over the budget
+        repaired = repaired[cost(repaired) <= budget + TOLERANCE]
+        keep = np.zeros(len(repaired), dtype=bool)
         for i, key in enumerate(genome.keys(repaired)):
             if key not in taken:
                 taken.add(key)
                 accepted_keys.append(key)
                 keep[i] = True
         accepted_rows.append(repaired[keep])
-        accepted_costs.append(genome.mmacs(repaired[keep]))
+        accepted_costs.append(cost(repaired[keep]))
     return np.concatenate(accepted_rows), accepted_keys, np.concatenate(accepted_costs)
 
 
@@ -359,15 +394,22 @@ def _other_parents(count: int, parents: int, rng: np.random.Generator) -> tuple[
 def _result(
     strategy: str, scorer: _Scorer, budget: float, keys: list[bytes], history: list[float], start: float, seed: int
 ) -> SearchResult:
+    if not keys:
+        raise ValueError(
+            f"{strategy} search found no subnet within the budget of {budget:.6g} {scorer.cost.unit}; raise the budget"
+        )
     archs = [scorer.archs[key] for key in keys]
     costs = np.array([scorer.costs[key] for key in keys], dtype=np.float64)
     scores = np.array([scorer.scores[key] for key in keys], dtype=np.float64)
     best = int(np.lexsort((costs, -scores))[0])
-    # safety net: the cost tables must agree with ofa.flops on the archs that are reported
+    # safety net: the cost tables must agree with an independent count on the archs that are reported
     checked = np.unique(np.concatenate(([best], pareto_front(costs, scores))))
-    counted = count_macs_many(scorer.genome.space, [archs[i] for i in checked], scorer.genome.num_classes)
-    if not np.array_equal(counted / MACS_PER_MMAC, costs[checked]):
-        raise RuntimeError("internal MAC tables disagree with ofa.flops.count_macs_many; please report this bug")
+    counted = scorer.cost.of_archs([archs[i] for i in checked])
+    agree = np.array_equal if scorer.cost.exact else lambda a, b: np.allclose(a, b, rtol=1e-9, atol=0.0)
+    if not agree(counted, costs[checked]):
+        raise RuntimeError(
+            f"internal {scorer.cost.unit} tables disagree with the per-arch count; please report this bug"
+        )
     return SearchResult(
         strategy=strategy,
         budget=budget,
@@ -381,6 +423,7 @@ def _result(
         history=tuple(history),
         wall_time=time.perf_counter() - start,
         seed=seed,
+        unit=scorer.cost.unit,
     )
 
 
@@ -393,9 +436,12 @@ def _evolve(scorer: _Scorer, budget: float, settings: SearchSettings) -> SearchR
     def sample(owners: np.ndarray, _attempt: int) -> np.ndarray:
         return genome.sample(owners.size, rng)
 
-    rows, keys, costs = _draw(genome, budget, sample, settings.population, taken, settings.max_repair_tries)
+    draw_settings = (taken, settings.max_repair_tries)
+    rows, keys, costs = _draw(genome, scorer.cost.of_rows, budget, sample, settings.population, *draw_settings)
     evaluated = list(keys)
     scores = scorer.score(keys, rows, costs)
+    if not keys:
+        return _result("evolution", scorer, budget, keys, [], start, settings.seed)  # refuses: nothing found
     history = [float(scores.max())]
     for _ in range(settings.generations):
         chosen = _select_parents(scores, costs, settings.num_parents, settings.parent_selection)
@@ -415,7 +461,9 @@ def _evolve(scorer: _Scorer, budget: float, settings: SearchSettings) -> SearchR
             which = mutated | (attempt > 0)
             return genome.mutate(crossed, rng, mutation_prob, resolution_prob, which)
 
-        child_rows, child_keys, child_costs = _draw(genome, budget, child, n_children, taken, settings.max_repair_tries)
+        child_rows, child_keys, child_costs = _draw(
+            genome, scorer.cost.of_rows, budget, child, n_children, *draw_settings
+        )
         if not child_keys:  # the parents' feasible neighbourhood is exhausted: nothing can change any more
             break
         evaluated.extend(child_keys)
@@ -450,13 +498,14 @@ def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max
         batch = min(max_draws - draws, max(256, 2 * (num_evaluations - len(keys))))
         candidates = genome.sample(batch, rng)
         draws += batch
-        fits = genome.mmacs(candidates) <= budget + TOLERANCE
+        fits = scorer.cost.of_rows(candidates) <= budget + TOLERANCE
         over = np.concatenate([over, candidates[~fits]])[-4 * num_evaluations :]
         accept_new(candidates[fits])
     if len(keys) < num_evaluations and len(over):
-        accept_new(genome.shrink(over, budget))
+        shrunk = genome.shrink(over, budget, cost=scorer.cost.of_rows)
+        accept_new(shrunk[scorer.cost.of_rows(shrunk) <= budget + TOLERANCE])
     rows = np.concatenate(accepted_rows)
-    scores = scorer.score(keys, rows, genome.mmacs(rows))
+    scores = scorer.score(keys, rows, scorer.cost.of_rows(rows))
     running = np.maximum.accumulate(scores)
     marks = [*range(99, len(scores) - 1, 100), len(scores) - 1]
     return _result("random", scorer, budget, keys, running[marks].tolist(), start, seed)
@@ -467,11 +516,13 @@ def _reinforce(scorer: _Scorer, budget: float, num_evaluations: int, seed: int) 
     from ofa.search_rl import reinforce_rows  # torch: loaded for this strategy only (queries stay torch-free)
 
     start = time.perf_counter()
-    keys, history = reinforce_rows(scorer.genome, scorer.score, budget, num_evaluations, seed)
+    cost = scorer.cost.of_rows
+    keys, history = reinforce_rows(scorer.genome, scorer.score, budget, num_evaluations, seed, cost)
     if not keys:
-        rows = scorer.genome.shrink(scorer.genome.sample(1, np.random.default_rng(seed)), budget)
+        rows = scorer.genome.shrink(scorer.genome.sample(1, np.random.default_rng(seed)), budget, cost=cost)
+        rows = rows[cost(rows) <= budget + TOLERANCE]
         keys = scorer.genome.keys(rows)
-        history = scorer.score(keys, rows, scorer.genome.mmacs(rows)).tolist()
+        history = scorer.score(keys, rows, cost(rows)).tolist()
     return _result("rl", scorer, budget, keys, history, start, seed)
 
 
@@ -481,15 +532,26 @@ def _reinforce(scorer: _Scorer, budget: float, num_evaluations: int, seed: int) 
 
 
 def _checked_inputs(
-    space: SearchSpace, objective: Objective, budgets: Sequence[float | str], num_classes: int
+    space: SearchSpace,
+    objective: Objective,
+    budgets: Sequence[float | str],
+    num_classes: int,
+    latency: LatencyEstimator | None = None,
 ) -> list[float]:
-    """The budgets in MMACs, after checking every input (nothing runs before this passes)."""
+    """The budgets in MMACs (ms with ``latency``), after checking every input (nothing runs before this)."""
     if not isinstance(space, SearchSpace):
         raise ValueError(f"space: expected a SearchSpace (see ofa.space.load_space), got {type(space).__name__}")
     if not callable(objective):
         raise ValueError(f"objective must be callable (archs -> scores), got {type(objective).__name__}")
     _check_int("num_classes", num_classes, 1, 10**9)
-    return [check_budget(space, budget, num_classes) for budget in budgets]
+    if latency is None:
+        return [check_budget(space, budget, num_classes) for budget in budgets]
+    if latency.space.to_dict() != space.to_dict() or latency.num_classes != num_classes:
+        raise ValueError(
+            f"the latency estimator is for space {latency.space.name!r} with {latency.num_classes} classes, "
+            f"not {space.name!r} with {num_classes}"
+        )
+    return [check_latency_budget(latency, budget) for budget in budgets]
 
 
 def _settings(settings: SearchSettings | None) -> SearchSettings:
@@ -506,22 +568,25 @@ def evolutionary_search(
     budget_mmacs: float | str,
     settings: SearchSettings | None = None,
     num_classes: int = DEFAULT_NUM_CLASSES,
+    latency: LatencyEstimator | None = None,
 ) -> SearchResult:
     """The best arch within ``budget_mmacs`` found by evolution (see the module docstring).
 
     Args:
         space: the search space.
         objective: archs -> scores (higher is better), called once per generation on the new archs.
-        budget_mmacs: the MAC budget in MMACs (or a string such as ``"5M"``).
+        budget_mmacs: the MAC budget in MMACs (or a string such as ``"5M"``); with ``latency``, a latency
+            budget in ms (or a string such as ``"5ms"``).
         settings: population, generations, ...; default :class:`SearchSettings`.
         num_classes: classifier outputs counted in the MACs.
+        latency: a latency estimator (``ofa.latency_models``): the budget limits its estimate instead.
 
     Raises:
-        ValueError: for a malformed budget, or one below the smallest subnet's MMACs (named).
+        ValueError: for a malformed budget, or one below the smallest subnet's MMACs (or fastest latency).
     """
     settings = _settings(settings)
-    (budget,) = _checked_inputs(space, objective, [budget_mmacs], num_classes)
-    return _evolve(_Scorer(space, objective, num_classes), budget, settings)
+    (budget,) = _checked_inputs(space, objective, [budget_mmacs], num_classes, latency)
+    return _evolve(_Scorer(space, objective, num_classes, latency), budget, settings)
 
 
 def random_search(
@@ -556,6 +621,7 @@ def search_budgets(
     num_classes: int = DEFAULT_NUM_CLASSES,
     strategy: str = "evolution",
     evaluations_per_budget: int | None = None,
+    latency: LatencyEstimator | None = None,
 ) -> MultiBudgetResult:
     """One search per budget (objective values shared between them) and the front over the whole range.
 
@@ -570,6 +636,7 @@ def search_budgets(
         strategy: ``evolution``, ``random`` or ``rl`` (an LSTM controller, :mod:`ofa.search_rl`).
         evaluations_per_budget: random and rl only: distinct archs scored per budget (default population x
             (generations + 1), the most evolution can evaluate).
+        latency: a latency estimator: budgets are then latencies in ms (``"5ms"``) of its estimate.
     """
     settings = _settings(settings)
     if strategy not in STRATEGIES:
@@ -582,8 +649,8 @@ def search_budgets(
     if isinstance(budgets, str) or not budgets:
         raise ValueError(f"budgets: expected a non-empty list of budgets, each {BUDGET_FORMS}; got {budgets!r}")
     start = time.perf_counter()
-    checked = _checked_inputs(space, objective, budgets, num_classes)
-    scorer = _Scorer(space, objective, num_classes)
+    checked = _checked_inputs(space, objective, budgets, num_classes, latency)
+    scorer = _Scorer(space, objective, num_classes, latency)
     results = []
     for index, budget in enumerate(checked):
         seed = settings.seed + index
@@ -603,4 +670,5 @@ def search_budgets(
         front_scores=scores,
         num_evaluations=len(scorer.scores),
         wall_time=time.perf_counter() - start,
+        unit=scorer.cost.unit,
     )

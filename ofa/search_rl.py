@@ -72,9 +72,11 @@ def reinforce_rows(
     budget: float,
     num_evaluations: int,
     seed: int,
+    cost_of: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[bytes], list[float]]:
     """Train a controller on ``score`` (rows, keys -> scores; cached by the caller) under ``budget`` until
     ``num_evaluations`` distinct archs are scored (or ``MAX_SAMPLES_PER_EVALUATION`` times as many samples).
+    ``cost_of`` (rows -> costs in the budget's unit) defaults to the genome's MMACs.
 
     Returns:
         The keys of the distinct archs scored within the budget (in order of discovery) and the best score
@@ -93,7 +95,7 @@ def reinforce_rows(
         keys = genome.keys(rows)
         keep = _within_cap(keys, seen, num_evaluations - len(seen))
         rows, keys, log_prob, entropy = rows[:keep], keys[:keep], log_prob[:keep], entropy[:keep]
-        costs = genome.mmacs(rows)
+        costs = cost_of(rows) if cost_of is not None else genome.mmacs(rows)
         scores = score(keys, rows, costs)
         rewards = torch.as_tensor(scores + BETA * np.abs(costs / budget - 1.0), dtype=torch.float32)
         for key, cost, value in zip(keys, costs.tolist(), scores.tolist()):

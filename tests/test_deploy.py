@@ -25,6 +25,7 @@ from ofa.bn import recalibrate_bn, resize_to
 from ofa.budget import BUDGET_FORMS, smallest_mmacs
 from ofa.checkpoint import atomic_save
 from ofa.cli import main
+from ofa.cost_axis import mac_axis
 from ofa.data import calibration_images
 from ofa.deploy import (
     PARETO_COLUMNS,
@@ -371,7 +372,9 @@ def test_pareto_figure_shows_cloud_fronts_and_choices() -> None:
         for budget, arch in zip(result.budgets, [r.best_arch for r in result.results])
     ]
     cloud = (np.array([0.2, 1.0, 3.0]), np.array([0.3, 0.4, 0.6]))
-    figure = pareto_figure(chosen, result, cloud, {arch: (0.2, 0.2) for arch in archs}, TINY, NUM_CLASSES)
+    figure = pareto_figure(
+        chosen, result, cloud, {arch: (0.2, 0.2) for arch in archs}, mac_axis(TINY, NUM_CLASSES), TINY.name
+    )
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert labels == [
         "random archs (predicted, 3)",

@@ -12,6 +12,7 @@ import torch
 
 import ofa.latency_timing as latency_timing
 from ofa._genome import Genome
+from ofa.budget import fastest_latency, parse_latency
 from ofa.cli import main
 from ofa.flops import count_macs_many
 from ofa.latency import (
@@ -31,7 +32,8 @@ from ofa.latency_timing import (
     fold_batchnorm,
     make_runner,
 )
-from ofa.layout import network_layout
+from ofa.layout import BlockLayout, HeadLayout, StemLayout, network_layout
+from ofa.search import SearchSettings, search_budgets
 from ofa.space import SearchSpace, load_space
 from ofa.static import StaticNet
 from predictors.dataset import ArchRecord, read_arch_csv, target_values, write_arch_csv
@@ -52,13 +54,24 @@ def small() -> SearchSpace:
     return SearchSpace.from_dict(data)
 
 
+def _size(layer: object, num_classes: int) -> float:
+    """Roughly the MACs of a layer: what a synthetic latency grows with."""
+    if isinstance(layer, StemLayout):
+        return layer.in_channels * layer.out_channels * layer.kernel_size**2 * layer.output_size**2
+    if isinstance(layer, BlockLayout):
+        mid, expand = layer.mid_channels, layer.in_channels * layer.mid_channels * layer.has_expand
+        return (expand + mid * layer.kernel_size**2 + mid * layer.out_channels) * layer.output_size**2
+    assert isinstance(layer, HeadLayout)
+    return layer.in_channels * layer.mid_channels * layer.input_size**2 + layer.out_channels * num_classes
+
+
 def synthetic_table(space: SearchSpace, num_classes: int = 10, seed: int = 0) -> LatencyTable:
-    """A table of random positive entries for every layer (no timing)."""
+    """A table whose entries grow with each layer's size, times +-20 % noise, plus 5 us (no timing)."""
     rng = np.random.default_rng(seed)
-    entries = {
-        key: Timing(float(value), float(value) * 1.2, 0.01)
-        for key, value in zip(sorted(distinct_layers(space, num_classes)), rng.uniform(0.01, 1.0, 10_000))
-    }
+    entries = {}
+    for key, layer in sorted(distinct_layers(space, num_classes).items()):
+        value = 1e-6 * _size(layer, num_classes) * rng.uniform(0.8, 1.2) + 0.005
+        entries[key] = Timing(value, value * 1.2, 0.01)
     return LatencyTable(space, num_classes, device_fingerprint(), FAST, entries)
 
 
@@ -317,3 +330,35 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "error" in err
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize(("text", "ms"), [("5ms", 5.0), ("800us", 0.8), ("0.2s", 200.0), ("3", 3.0), (2.5, 2.5)])
+def test_latency_budgets_parse(text: str | float, ms: float) -> None:
+    assert parse_latency(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text", ["5 fps", "-3ms", "0ms", "nan", "inf ms", ""])
+def test_malformed_latency_budgets_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="latency budget"):
+        parse_latency(text)
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random", "rl"])
+def test_search_under_latency_budgets_stays_within_them(small: SearchSpace, strategy: str) -> None:
+    table = synthetic_table(small)
+    archs = seeded_archs(small, 30)
+    estimator = fit_estimator("table", small, 10, table.fingerprint, archs, 1.2 * table.layer_sum(archs) + 0.3, table)
+    latencies = estimator.predict(archs)
+    budgets = [float(np.quantile(latencies, 0.3)), float(np.quantile(latencies, 0.8))]
+    settings = SearchSettings(population=20, generations=3)
+    result = search_budgets(
+        small, lambda found: count_macs_many(small, found, 10), budgets, settings, 10, strategy, None
+        if strategy == "evolution" else 40, latency=estimator
+    )  # fmt: skip
+    assert result.unit == "latency_ms" and "budgets_latency_ms" in result.to_dict()
+    for budget, searched in zip(budgets, result.results):
+        assert np.all(searched.costs <= budget + 1e-9)
+        np.testing.assert_allclose(estimator.predict(list(searched.archs)), searched.costs, rtol=1e-9)
+    fastest = fastest_latency(estimator)
+    with pytest.raises(ValueError, match=f"estimated at {fastest:.4g} ms"):
+        search_budgets(small, lambda found: np.zeros(len(found)), [fastest * 0.9], settings, 10, latency=estimator)
