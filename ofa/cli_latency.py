@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from ofa.atomic import atomic_write_text, check_file_target
+from ofa.atomic import check_file_target
 from ofa.flops import DEFAULT_NUM_CLASSES
 
-__all__ = ["add_latency_commands", "read_timed_csv"]
-
-DEVICE_SUFFIX = ".device.json"  # beside a timed CSV: the fingerprint and settings its latencies were timed with
-MEASURE_CHUNK = 25  # subnets timed (in round-robin passes) before their rows are appended
+__all__ = ["add_latency_commands"]
 
 
 def _fingerprint(args: argparse.Namespace) -> Any:
@@ -49,94 +45,20 @@ def _command_build(args: argparse.Namespace) -> None:
     )
 
 
-def _device_file(csv_path: Path) -> Path:
-    return csv_path.with_name(csv_path.name + DEVICE_SUFFIX)
-
-
-def read_timed_csv(path: str | Path, space: Any) -> tuple[list[Any], Any, int]:
-    """The timed rows of a CSV written by ``ofa latency measure``, their fingerprint and classes.
-
-    Raises:
-        ValueError: a missing file or device file, rows without latency, or an unreadable device file.
-    """
-    from ofa.latency_timing import DeviceFingerprint
-    from predictors.dataset import read_arch_csv
-
-    path = Path(path)
-    device_file = _device_file(path)
-    if not device_file.is_file():
-        raise ValueError(f"{path} has no {device_file.name} beside it: time subnets with ofa latency measure")
-    try:
-        device = json.loads(device_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{device_file} is corrupt ({error})") from None
-    if not isinstance(device, dict):
-        raise ValueError(f"{device_file} must hold an object with fingerprint and num_classes")
-    fingerprint = DeviceFingerprint.from_dict(device.get("fingerprint"), str(device_file))
-    num_classes = device.get("num_classes")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{device_file}: num_classes must be an integer >= 1, got {num_classes!r}")
-    records = read_arch_csv(path, space)
-    untimed = [index for index, record in enumerate(records, start=1) if record.latency_ms is None]
-    if untimed:
-        raise ValueError(f"{path}: row {untimed[0]} has no latency_ms; time subnets with ofa latency measure")
-    return records, fingerprint, num_classes
-
-
 def _command_measure(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from ofa.archdata import spread_archs
-    from ofa.flops import count_macs, count_params
-    from ofa.latency import time_subnets
+    from ofa.latency_data import measure_to_csv
     from ofa.space import load_space
-    from predictors.dataset import ArchRecord, append_arch_records
 
     space = load_space(args.space)
     out = check_file_target(args.out, "--out")
     fingerprint, timing = _fingerprint(args), _timing(args)
-    device = {"fingerprint": fingerprint.to_dict(), "num_classes": args.classes, "timing": timing.__dict__}
-    done: set = set()
-    if out.exists():
-        records, previous, classes = read_timed_csv(out, space)
-        if (previous, classes) != (fingerprint, args.classes):
-            raise ValueError(
-                f"{out} holds subnets timed on {previous.describe()} with {classes} classes; "
-                f"timings of different devices or settings are never mixed: choose another --out"
-            )
-        done = {record.arch for record in records}
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(_device_file(out), json.dumps(device, indent=1) + "\n")
-    archs = [arch for arch in spread_archs(space, args.num_archs, args.classes, args.seed) if arch not in done]
-    with tqdm(total=len(archs), desc="time subnets") as bar:
-        for start in range(0, len(archs), MEASURE_CHUNK):
-            chunk = archs[start : start + MEASURE_CHUNK]
-            timings = time_subnets(space, chunk, args.classes, fingerprint, timing)
-            append_arch_records(
-                out,
-                [
-                    ArchRecord(
-                        space=space.name,
-                        arch=arch,
-                        mmacs=count_macs(space, arch, args.classes) / 1e6,
-                        params=count_params(space, arch, args.classes),
-                        resolution=arch.resolution,
-                        val_acc=None,
-                        test_acc=None,
-                        val_loss=None,
-                        seed=args.seed,
-                        latency_ms=timing_of.best_ms,
-                    )
-                    for arch, timing_of in zip(chunk, timings)
-                ],
-            )
-            bar.update(len(chunk))
-    print(f"{len(done) + len(archs)} subnets of space {space.name} timed on {fingerprint.describe()} -> {out}")
+    records = measure_to_csv(space, args.num_archs, args.classes, args.seed, fingerprint, out, timing, progress=True)
+    print(f"{len(records)} subnets of space {space.name} timed on {fingerprint.describe()} -> {out}")
 
 
 def _command_fit(args: argparse.Namespace) -> None:
     from ofa.latency import load_latency_table
+    from ofa.latency_data import read_timed_csv
     from ofa.latency_models import fit_estimator, latency_metrics
     from ofa.space import load_space
 
@@ -161,6 +83,7 @@ def _command_fit(args: argparse.Namespace) -> None:
 
 
 def _command_validate(args: argparse.Namespace) -> None:
+    from ofa.latency_data import read_timed_csv
     from ofa.latency_models import latency_metrics, load_estimator
     from ofa.space import load_space
 
@@ -210,7 +133,7 @@ def add_latency_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the subnets drawn (default 0)")
     parser.add_argument("--classes", type=positive_int, default=DEFAULT_NUM_CLASSES, help=CLASSES_HELP)
     _add_device_options(parser)
-    parser.add_argument("--out", required=True, help=f"arch CSV with a latency_ms column (+ {DEVICE_SUFFIX})")
+    parser.add_argument("--out", required=True, help="arch CSV with a latency_ms column (+ .device.json)")
     parser.set_defaults(handler=_command_measure)
 
     parser = actions.add_parser("fit", help="fit a latency estimator on timed subnets")

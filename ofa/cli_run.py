@@ -11,7 +11,7 @@ __all__ = ["add_run_commands"]
 
 
 def _command_run(args: argparse.Namespace) -> None:
-    from ofa.budget import parse_budgets
+    from ofa.budget import parse_budgets, parse_latency
     from ofa.pipeline import PipelineSettings, run_pipeline
     from ofa.report import format_rows
 
@@ -30,9 +30,14 @@ def _command_run(args: argparse.Namespace) -> None:
         onnx=args.onnx,
         seed=args.seed,
         finetune_epochs=args.finetune_epochs,
+        latency_budgets=tuple(parse_latency(item) for item in args.latency.split(",")) if args.latency else (),
+        latency_archs=args.latency_archs,
     )
     result = run_pipeline(args.config, overrides, settings)
     print(format_rows(result.rows))
+    if result.latency_rows:
+        print(f"\nlatency budgets on {result.latency_device}:")
+        print(format_rows(result.latency_rows))
     print(
         f"\nsupernet val acc: max {100 * result.val_acc_max:.2f}%  min {100 * result.val_acc_min:.2f}%   "
         f"predictor Kendall tau {result.predictor_kendall_tau:.3f} on {result.predictor_holdout_size} held-out archs"
@@ -79,6 +84,10 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of arch sampling, hold-out split and search")
     parser.add_argument(
         "--finetune-epochs", type=int, default=0, help="also fine-tune every exported subnet this many epochs"
+    )
+    parser.add_argument("--latency", help="also latency budgets on this machine (CPU, 1 thread, batch 1), e.g. 2ms,4ms")
+    parser.add_argument(
+        "--latency-archs", type=int, default=60, help="subnets timed end to end for the latency table's correction"
     )
     parser.set_defaults(handler=_command_run)
 

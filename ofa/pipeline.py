@@ -10,7 +10,10 @@ running ``ofa run`` again after an interruption continues where it stopped and l
 5. export each chosen subnet (``export/<budget>/``) and check the exported model reproduces its test accuracy;
    with ``finetune_epochs``, also fine-tune each one (distilled from the largest subnet) into
    ``export/<budget>-finetuned/`` (resumable; a finished one with the same settings is kept);
-6. write ``report/`` (``report.md`` and plots) and return the summary table.
+6. with latency budgets: time this machine (``latency/``: layer table, timed subnets, table estimator;
+   kept and reused on the same device), search them (``search/pareto-latency.*``) and export each chosen
+   subnet into ``export/<budget>ms/``;
+7. write ``report/`` (``report.md`` and plots) and return the summary table.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from predictors.metrics import kendall_tau
 from predictors.models import create_predictor
 
 if TYPE_CHECKING:
+    from ofa.latency_models import LatencyEstimator
     from ofa.runs import LoadedRun
     from predictors.dataset import ArchRecord
 
@@ -78,6 +82,8 @@ class PipelineSettings:
         onnx: also export ONNX models (checked against onnxruntime).
         seed: seed of arch sampling, the hold-out split, the search and fine-tuning.
         finetune_epochs: fine-tune every exported subnet this many epochs (0: no fine-tuning).
+        latency_budgets: latency budgets (``"5ms"``) on this machine (CPU, 1 thread, batch 1); empty: none.
+        latency_archs: subnets timed end to end to fit the latency table's correction.
     """
 
     num_archs: int = 200
@@ -90,8 +96,14 @@ class PipelineSettings:
     onnx: bool = False
     seed: int = 0
     finetune_epochs: int = 0
+    latency_budgets: tuple[float, ...] = ()
+    latency_archs: int = 60
 
     def __post_init__(self) -> None:
+        if not all(isinstance(b, float) and math.isfinite(b) and b > 0 for b in self.latency_budgets):
+            raise ValueError(f"latency_budgets must be positive finite ms, got {self.latency_budgets!r}")
+        if self.latency_archs < 10:
+            raise ValueError(f"latency_archs must be >= 10 to fit a latency correction, got {self.latency_archs}")
         if self.num_archs < 16:
             raise ValueError(f"num_archs must be >= 16 to fit and score a predictor, got {self.num_archs}")
         if not 1 <= self.num_budgets <= 10:
@@ -116,6 +128,9 @@ class PipelineResult:
     val_acc_max: float = float("nan")
     val_acc_min: float = float("nan")
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    latency_rows: list[dict] = field(default_factory=list)
+    latency_device: str = ""
+    latency_fit: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -226,6 +241,9 @@ def _run_stages(
         {**subnet.to_dict(), "export": str(path), "export_test_acc": accuracy}
         for subnet, (path, accuracy) in zip(chosen, exports)
     ]
+    if settings.latency_budgets:
+        _latency_stage(run, predictor, search_settings, settings, result, show)
+        lap("latency")
     if settings.finetune_epochs:
         _say(f"[5/6] fine-tuning the exported subnets for {settings.finetune_epochs} epochs (distilled)")
         for row, subnet in zip(result.rows, chosen):
@@ -238,6 +256,59 @@ def _run_stages(
         json.dumps({"rows": result.rows, "stage_seconds": result.stage_seconds}, indent=1)
     )
     return result
+
+
+def _latency_stage(
+    run: LoadedRun,
+    predictor: object,
+    search_settings: SearchSettings,
+    settings: PipelineSettings,
+    result: PipelineResult,
+    show: bool,
+) -> None:
+    """Stage 6: this machine's latency estimator, the latency search and the exports of its subnets."""
+    estimator, fit = _machine_estimator(run, settings, show)
+    result.latency_device, result.latency_fit = estimator.fingerprint.describe(), fit
+    budgets = ", ".join(f"{budget:g}ms" for budget in settings.latency_budgets)
+    _say(f"[5/6] latency: searching Pareto subnets for latency budgets {budgets} on {result.latency_device}")
+    chosen, _ = search_run(
+        run, settings.latency_budgets, predictor, search_settings, settings.finalists, progress=show, latency=estimator
+    )
+    exports = _export_all(run, chosen, settings.onnx)
+    result.latency_rows = [
+        {**subnet.to_dict(), "export": str(path), "export_test_acc": accuracy}
+        for subnet, (path, accuracy) in zip(chosen, exports)
+    ]
+
+
+def _machine_estimator(run: LoadedRun, settings: PipelineSettings, show: bool) -> tuple[LatencyEstimator, dict]:
+    """The table estimator of this machine (CPU, 1 thread, batch 1) in ``RUN/latency/``: the table and the
+    timed subnets found there are reused when they were timed on this device; another device's are refused."""
+    from ofa.latency import build_latency_table, load_latency_table
+    from ofa.latency_data import measure_to_csv
+    from ofa.latency_models import fit_estimator, latency_metrics
+    from ofa.latency_timing import device_fingerprint
+
+    fingerprint = device_fingerprint()
+    folder = RunFolder(run.run_dir).latency_folder
+    table_path, timed_path = folder / "table.json", folder / "timed.csv"
+    try:
+        if table_path.is_file():
+            _say(f"[5/6] latency: reusing {table_path}")
+            table = load_latency_table(table_path, run.space, fingerprint)
+        else:
+            _say(f"[5/6] latency: timing every layer of space {run.space.name} on {fingerprint.describe()}")
+            folder.mkdir(parents=True, exist_ok=True)
+            table = build_latency_table(run.space, run.num_classes, fingerprint, table_path, progress=show)
+        records = measure_to_csv(
+            run.space, settings.latency_archs, run.num_classes, settings.seed, fingerprint, timed_path, progress=show
+        )
+    except ValueError as error:
+        raise ValueError(f"{error} (delete {folder} to time this machine anew)") from None
+    archs, latencies = [record.arch for record in records], [record.latency_ms for record in records]
+    estimator = fit_estimator("table", run.space, run.num_classes, fingerprint, archs, latencies, table)
+    estimator.save(RunFolder(run.run_dir).latency_estimator)
+    return estimator, latency_metrics(latencies, estimator.predict(archs))
 
 
 def _measure_spread(run: LoadedRun, settings: PipelineSettings, show: bool) -> list[ArchRecord]:
@@ -306,15 +377,17 @@ def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
     """Export every chosen subnet into ``RUN/export/<budget>M`` and measure the reloaded model's test accuracy."""
     exports = []
     for subnet in chosen:
-        out = RunFolder(run.run_dir).export(subnet.budget)
+        out = RunFolder(run.run_dir).export(subnet.budget, unit=subnet.unit)
         model = run.calibrated_subnet(subnet.arch)
         metadata = {
             "val_acc": subnet.val_acc,
             "test_acc": subnet.test_acc,
             "predicted_acc": subnet.predicted_acc,
-            "budget_mmacs": subnet.budget,
+            f"budget_{subnet.unit}": subnet.budget,
             "run": str(run.run_dir),
         }
+        if subnet.latency_ms is not None:
+            metadata["latency_ms"] = subnet.latency_ms
         if out.exists() and not (out / "arch.json").is_file():
             shutil.rmtree(out)  # a half-written folder of an interrupted earlier export
         run.export(model, subnet.arch, out, metadata, force=True, onnx=onnx)

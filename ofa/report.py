@@ -32,9 +32,15 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _budget_cell(row: dict[str, Any]) -> str:
+    if "budget_latency_ms" in row:
+        return f"{row['budget_latency_ms']:g}ms ({row['latency_ms']:.3f})"
+    return f"{row['budget_mmacs']:g}M"
+
+
 def _cells(row: dict[str, Any], columns: Sequence[str]) -> list[str]:
     cells = [
-        f"{row['budget_mmacs']:g}M",
+        _budget_cell(row),
         f"{row['mmacs']:.3f}",
         f"{row['params'] / 1e3:.1f}K",
         _percent(row["predicted_acc"]),
@@ -139,6 +145,28 @@ def _finetuned_note(rows: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def _latency_section(run: RunFolder, result: PipelineResult) -> str:
+    """The latency budgets' table and front, when the run searched any."""
+    if not result.latency_rows:
+        return ""
+    shutil.copyfile(run.search_result("pareto-latency", "png"), run.report_figure("pareto-latency"))
+    fit = result.latency_fit
+    within = all(row["latency_ms"] <= row["budget_latency_ms"] + 1e-9 for row in result.latency_rows)
+    return f"""
+## Latency budgets on {result.latency_device}
+
+{_markdown_table(result.latency_rows)}
+
+`budget`: the latency budget and (in brackets) the chosen subnet's estimated latency in ms, by the layer
+table of this machine (`latency/table.json`) corrected by a line fitted on {fit["count"]:.0f} subnets timed end
+to end (`latency/timed.csv`; on them RMSPE {100 * fit["rmspe"]:.1f} %, {100 * fit["within_10"]:.0f} % within
+10 %, Kendall tau {fit["kendall_tau"]:.3f}). Every subnet is within its latency budget: {within}. Exports:
+`export/<budget>ms/`.
+
+![Pareto front, latency](pareto-latency.png)
+"""
+
+
 def write_report(run_dir: Path, result: PipelineResult, holdout: dict[str, Any], config: TrainConfig) -> Path:
     """Write ``RUN/report/`` for a finished :func:`ofa.pipeline.run_pipeline`; returns ``report.md``'s path."""
     run = RunFolder(run_dir)
@@ -153,6 +181,7 @@ def write_report(run_dir: Path, result: PipelineResult, holdout: dict[str, Any],
     reproduced = all(
         row["test_acc"] is not None and abs(row["export_test_acc"] - row["test_acc"]) < 1e-9 for row in result.rows
     )
+    latency = _latency_section(run, result)
     text = f"""# Train once, deploy many: {config.name}
 
 Space `{config.model.space}` on `{config.data.name}`, {config.epochs} epochs, sampler `{config.sampler.name}`
@@ -169,7 +198,7 @@ Every subnet is within its budget: {all(row["mmacs"] <= row["budget_mmacs"] for 
 Exported models reproduce the supernet's test accuracy: {reproduced}.
 
 ![Pareto front](pareto.png)
-
+{latency}
 ## Accuracy predictor
 
 `{holdout["model"]}` fitted on {holdout["train_size"]} archs measured in the supernet, scored on

@@ -14,7 +14,7 @@ No other module spells a file name of a run; they ask a :class:`RunFolder` for t
       compare_archs.csv      the same for ``ofa compare`` variants
       predictor/             final.json (the search predictor); the guide's archs.csv and predictor files
       search/                pareto.json, pareto.csv, pareto.png (``ofa search``); pareto-latency.* for latency budgets
-      latency/               estimator.json: the latency estimator of this machine (``ofa run --latency``)
+      latency/               table.json, timed.csv, estimator.json of this machine (``ofa run --latency``)
       export/                one standalone export per budget (``ofa run``)
       report/                report.md, summary.json and figures (``ofa run``)
       .lock                  held by the process writing the run (see :mod:`ofa.runlock`)
@@ -140,9 +140,14 @@ class RunFolder:
         return self.search_folder / f"{stem}.{suffix}"
 
     @property
+    def latency_folder(self) -> Path:
+        """The latency table, timed subnets and estimator of this machine (``ofa run --latency``)."""
+        return self.root / "latency"
+
+    @property
     def latency_estimator(self) -> Path:
         """The run's latency estimator (default of ``--latency-model``)."""
-        return self.root / "latency" / "estimator.json"
+        return self.latency_folder / "estimator.json"
 
     @property
     def pareto_json(self) -> Path:
@@ -164,9 +169,10 @@ class RunFolder:
         """Exports written by ``ofa run``."""
         return self.root / "export"
 
-    def export(self, budget_mmacs: float, finetuned: bool = False) -> Path:
-        """The export of one budget's subnet (``-finetuned``: after fine-tuning)."""
-        return self.export_folder / f"{budget_mmacs:g}M{'-finetuned' if finetuned else ''}"
+    def export(self, budget: float, finetuned: bool = False, unit: str = "mmacs") -> Path:
+        """The export of one budget's subnet: ``<budget>M`` or ``<budget>ms`` (``-finetuned``: fine-tuned)."""
+        suffix = "ms" if unit == "latency_ms" else "M"
+        return self.export_folder / f"{budget:g}{suffix}{'-finetuned' if finetuned else ''}"
 
     @property
     def report_folder(self) -> Path:

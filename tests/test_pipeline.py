@@ -15,9 +15,13 @@ from ofa.cli import main
 from ofa.compare import compare_samplers
 from ofa.evaluate import evaluate_model
 from ofa.export import preprocess, read_export_info
+from ofa.latency import build_latency_table
+from ofa.latency_models import load_estimator
+from ofa.latency_timing import TimingSettings, device_fingerprint
 from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import PipelineSettings, default_budgets, run_pipeline
 from ofa.report import format_rows
+from ofa.runfolder import RunFolder
 from ofa.runs import load_run
 from ofa.space import load_space
 from tests.conftest import write_images
@@ -119,6 +123,34 @@ def test_finetune_epochs_add_a_finetuned_column_and_are_kept_on_rerun(pipeline_r
     assert "fine-tuned test" not in format_rows(result.rows)
 
 
+@pytest.mark.slow  # times the tiny space's layers (a quick table) and 10 subnets: ~20 s
+def test_latency_budgets_add_a_latency_front_exports_and_report_section(pipeline_run) -> None:
+    result, overrides = pipeline_run
+    space = load_space("tiny")
+    fingerprint = device_fingerprint()
+    table = RunFolder(result.run_dir).latency_folder / "table.json"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    quick = TimingSettings(warmup=1, repeats=1, passes=1, min_sample_ms=0.0)
+    built = build_latency_table(space, 10, fingerprint, table, quick)  # the run reuses a table of this machine
+    stamp = table.stat().st_mtime_ns
+    smallest = float(built.layer_sum([space.min_arch()])[0])  # about the fastest subnet's latency
+    budgets = (round(smallest * 2, 2), round(smallest * 4, 2))
+    settings = dataclasses.replace(SETTINGS, latency_budgets=budgets, latency_archs=10)
+    timed = run_pipeline(overrides=overrides, settings=settings, progress=False)
+    assert table.stat().st_mtime_ns == stamp and len(timed.latency_rows) == 2
+    saved = load_estimator(RunFolder(result.run_dir).latency_estimator, space, fingerprint)
+    assert saved.fitted_on == 10 and fingerprint.describe() == timed.latency_device
+    for budget, row in zip(budgets, timed.latency_rows):
+        assert row["latency_ms"] <= budget + 1e-9
+        info = read_export_info(result.run_dir / "export" / f"{budget:g}ms")
+        assert info["metadata"]["latency_ms"] == pytest.approx(row["latency_ms"])
+        assert row["export_test_acc"] == pytest.approx(row["test_acc"])
+    report = (result.run_dir / "report" / "report.md").read_text()
+    assert f"Latency budgets on {timed.latency_device}" in report
+    assert (result.run_dir / "report" / "pareto-latency.png").is_file()
+    assert "Every subnet is within its latency budget: True" in report
+
+
 def test_default_budgets_are_feasible_and_spread() -> None:
     space = load_space("tiny")
     budgets = default_budgets(space, 10, 4)
@@ -144,6 +176,9 @@ def test_run_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(error) == 1 and "smallest subnet" in error[0]
     assert main(["run", "--out-dir", str(tmp_path), "--set", "sampler.name=best"]) == 2
     assert "sampler.name" in capsys.readouterr().err
+    assert main(["run", "--out-dir", str(tmp_path), "--latency", "5fps"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "malformed latency budget '5fps'" in error[0]
     assert not (tmp_path / "digits-run" / "checkpoints").exists()
 
 
