@@ -132,12 +132,55 @@ def _sampling_rows(results: dict[str, float]) -> list[Row]:
     return rows
 
 
+def _latency(quick: bool, dev_data: str | None) -> dict[str, float]:
+    from benchmarks.bench_latency import main
+
+    return main(("tiny",) if quick else ("tiny", "ofa_mbv3"), num_archs=120 if quick else 300)
+
+
+def _latency_rows(results: dict[str, float]) -> list[Row]:
+    rows: list[Row] = []
+    for space in ("tiny", "ofa_mbv3"):
+        if f"{space} table_seconds" not in results:
+            continue
+        layers = results[f"{space} table_layers"]
+        rows.append(
+            ("L1", f"{space}: layer table build, s ({layers:.0f} layers)", results[f"{space} table_seconds"], "-", None)
+        )
+        for kind in ("table", "learned", "macs"):
+            within, tau = results[f"{space} {kind} within_10"], results[f"{space} {kind} kendall_tau"]
+            estimator = kind != "macs"
+            rows.append(
+                ("L1", f"{space}: {kind}, share within 10 %", within, ">= 0.90" if estimator else "-",
+                 within >= 0.9 if estimator else None)
+            )  # fmt: skip
+            rows.append(
+                ("L1", f"{space}: {kind}, Kendall tau", tau, ">= 0.90" if estimator else "-",
+                 tau >= 0.9 if estimator else None)
+            )  # fmt: skip
+        better = (
+            all(
+                results[f"{space} table {key}"] > results[f"{space} macs {key}"] for key in ("within_10", "kendall_tau")
+            )
+            and results[f"{space} table rmspe"] < results[f"{space} macs rmspe"]
+        )
+        rows.append(("L1", f"{space}: table better than MACs on every metric", float(better), "1", better))
+        ceiling = results[f"{space} repeat kendall_tau"]
+        rows.append(("L1", f"{space}: second timing vs first, Kendall tau (noise ceiling)", ceiling, "-", None))
+        ratio = (
+            results[f"{space} search latency seconds_per_budget"] / results[f"{space} search macs seconds_per_budget"]
+        )
+        rows.append(("L1", f"{space}: search s per budget, latency / MACs", ratio, "-", None))
+    return rows
+
+
 SECTIONS = (
     Section("P1", "elastic overhead", _p1, _p1_rows),
     Section("P2", "counter speed", _p2, _p2_rows),
     Section("P3", "sandwich efficiency and attentive overhead (P3, P4)", _p3p4, _p3p4_rows),
     Section("P5", "query / search speed and search quality (P5, P6)", _p5p6, _p5p6_rows),
     Section("predictors", "predictor table", _predictors, _predictor_rows),
+    Section("L1", "latency tables and estimators on this machine", _latency, _latency_rows),
     Section("S1", "sampling variants on the CIFAR-10 development set", _sampling, _sampling_rows, True),
 )
 

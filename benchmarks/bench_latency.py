@@ -6,6 +6,9 @@ on the fitting half, and report RMSPE, share within +-10 % and Kendall tau on th
 held-out subnets are timed a second time: the same metrics between the two timings are the noise
 ceiling of this machine (no estimator can agree with a timing better than a second timing does).
 
+Search time per latency budget: evolution with once-for-all's settings and the shipped predictor (as in P5),
+under latency budgets of the table estimator next to MAC budgets of the same subnets' range, in one run.
+
     PYTHONPATH=. python benchmarks/bench_latency.py --spaces tiny,ofa_mbv3 --archs 300
 """
 
@@ -20,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import print_table
+from benchmarks.bench_search import OFA_SETTINGS, _shipped_predictor
+from benchmarks.common import median, print_table
 from ofa.archdata import spread_archs
 from ofa.latency import build_latency_table, time_subnets
 from ofa.latency_models import ESTIMATORS, fit_estimator, latency_metrics
 from ofa.latency_timing import device_fingerprint
+from ofa.search import search_budgets
 from ofa.space import load_space
 
 CLASSES = {"tiny": 10, "cifar": 10, "ofa_mbv3": 1000, "attentivenas": 1000}
@@ -53,13 +58,40 @@ def bench_space(name: str, num_archs: int, seed: int = 0, threads: int = 1) -> d
     results["held_out"] = len(held_out)
     for key, value in latency_metrics(held_latencies, again).items():
         results[f"repeat {key}"] = value
+    estimators = {}
     for kind in ESTIMATORS:
         started = time.perf_counter()
-        estimator = fit_estimator(kind, space, num_classes, fingerprint, fit_archs, fit_latencies, table)
+        estimators[kind] = fit_estimator(kind, space, num_classes, fingerprint, fit_archs, fit_latencies, table)
         results[f"{kind} fit_seconds"] = time.perf_counter() - started
-        for key, value in latency_metrics(held_latencies, estimator.predict(held_out)).items():
+        for key, value in latency_metrics(held_latencies, estimators[kind].predict(held_out)).items():
             results[f"{kind} {key}"] = value
+    results.update(search_seconds(space, num_classes, estimators["table"], latencies))
     return results
+
+
+def search_seconds(space, num_classes: int, estimator, latencies: np.ndarray) -> dict[str, float]:
+    """Seconds per budget of OFA-settings evolution under 3 latency budgets (quartiles of the timed subnets)
+    and under MAC budgets at the same quantiles of their MACs, side by side."""
+    from ofa.flops import count_macs_many
+
+    objective = _shipped_predictor(space, num_classes).predict
+    quantiles = (0.25, 0.5, 0.75)
+    latency_budgets = [float(np.quantile(latencies, q)) for q in quantiles]
+    cloud = [space.sample(random.Random(seed)) for seed in range(200)]
+    mac_budgets = [float(np.quantile(count_macs_many(space, cloud, num_classes) / 1e6, q)) for q in quantiles]
+    seconds: dict[str, list[float]] = {"latency": [], "macs": []}
+    for index in range(len(quantiles)):
+        for name, budgets, latency in (
+            ("latency", latency_budgets, estimator),
+            ("macs", mac_budgets, None),
+        ):
+            started = time.perf_counter()
+            search_budgets(space, objective, [budgets[index]], OFA_SETTINGS, num_classes, latency=latency)
+            seconds[name].append(time.perf_counter() - started)
+    return {
+        "search latency seconds_per_budget": median(seconds["latency"]),
+        "search macs seconds_per_budget": median(seconds["macs"]),
+    }
 
 
 def print_results(name: str, results: dict[str, float]) -> None:
@@ -79,6 +111,10 @@ def print_results(name: str, results: dict[str, float]) -> None:
         )
     ]
     print_table(("estimator", "RMSPE %", "within 10 %", "Kendall tau"), rows)
+    print(
+        f"OFA-settings evolution per budget: latency {results['search latency seconds_per_budget']:.2f} s, "
+        f"MACs {results['search macs seconds_per_budget']:.2f} s"
+    )
 
 
 def main(spaces: Sequence[str] = ("tiny", "ofa_mbv3"), num_archs: int = 300) -> dict[str, float]:

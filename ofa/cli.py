@@ -245,7 +245,7 @@ def format_subnets(subnets: Sequence) -> str:
     return "\n".join(lines)
 
 
-def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+def _add_search_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("search", help="Pareto-optimal subnets of a run for FLOPs or latency budgets")
     parser.add_argument("run", help="run directory")
     budgets = parser.add_mutually_exclusive_group(required=True)
@@ -266,6 +266,10 @@ def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-queries", type=int, help="at most this many predictor queries per budget")
     parser.set_defaults(handler=_command_search)
+
+
+def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    _add_search_command(commands)
 
     parser = commands.add_parser("query", help="the best subnet of a run within one FLOPs or latency budget")
     parser.add_argument("run", help="run directory")

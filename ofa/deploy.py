@@ -243,8 +243,7 @@ def search_run(
 
     Every input is checked before anything is evaluated. Archs already measured in ``RUN/archs.csv`` (with
     the run's calibration seed) are not evaluated again, and they compete with the finalists: each budget
-    gets the best val accuracy measured within it (ties: cheaper, then better predicted), so the answer
-    never gets worse as the budget grows.
+    gets the best val accuracy measured within it (ties: cheaper, then better predicted), never worse as it grows.
 
     Args:
         run: a :class:`ofa.runs.LoadedRun`, or anything :class:`MeasurableRun` describes.
@@ -256,8 +255,7 @@ def search_run(
         plot: also draw ``pareto.png``.
         strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores).
         max_queries: at most this many predictor queries per budget (evolution: fewer generations).
-        latency: a latency estimator: budgets are then latencies (ms) of its estimate, and the results go
-            to ``pareto-latency.*``.
+        latency: a latency estimator: budgets are latencies (ms) of its estimate, written to ``pareto-latency.*``.
 
     Returns:
         The chosen subnet per budget (in the given order) and the content of ``pareto.json``.
@@ -274,11 +272,10 @@ def search_run(
     )
     measurements: list[int] = []
     chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis)
-    device = {} if latency is None else {"device": latency.fingerprint.to_dict(), "estimator": latency.kind}
     summary = {
         "space": run.space.name,
         "objective": axis.unit,
-        **device,
+        **({} if latency is None else {"device": latency.fingerprint.to_dict(), "estimator": latency.kind}),
         "strategy": strategy,
         "predictor_queries": result.num_evaluations,
         "supernet_measurements": len(measurements),

@@ -290,8 +290,8 @@ def _machine_estimator(run: LoadedRun, settings: PipelineSettings, show: bool) -
     from ofa.latency_timing import device_fingerprint
 
     fingerprint = device_fingerprint()
-    folder = RunFolder(run.run_dir).latency_folder
-    table_path, timed_path = folder / "table.json", folder / "timed.csv"
+    run_folder = RunFolder(run.run_dir)
+    folder, table_path, timed_path = run_folder.latency_folder, run_folder.latency_table, run_folder.latency_timed
     try:
         if table_path.is_file():
             _say(f"[5/6] latency: reusing {table_path}")
@@ -307,7 +307,7 @@ def _machine_estimator(run: LoadedRun, settings: PipelineSettings, show: bool) -
         raise ValueError(f"{error} (delete {folder} to time this machine anew)") from None
     archs, latencies = [record.arch for record in records], [record.latency_ms for record in records]
     estimator = fit_estimator("table", run.space, run.num_classes, fingerprint, archs, latencies, table)
-    estimator.save(RunFolder(run.run_dir).latency_estimator)
+    estimator.save(run_folder.latency_estimator)
     return estimator, latency_metrics(latencies, estimator.predict(archs))
 
 

@@ -145,6 +145,16 @@ class RunFolder:
         return self.root / "latency"
 
     @property
+    def latency_table(self) -> Path:
+        """This machine's layer latency table."""
+        return self.latency_folder / "table.json"
+
+    @property
+    def latency_timed(self) -> Path:
+        """Subnets timed end to end on this machine (with ``timed.csv.device.json``)."""
+        return self.latency_folder / "timed.csv"
+
+    @property
     def latency_estimator(self) -> Path:
         """The run's latency estimator (default of ``--latency-model``)."""
         return self.latency_folder / "estimator.json"

@@ -128,7 +128,7 @@ def test_latency_budgets_add_a_latency_front_exports_and_report_section(pipeline
     result, overrides = pipeline_run
     space = load_space("tiny")
     fingerprint = device_fingerprint()
-    table = RunFolder(result.run_dir).latency_folder / "table.json"
+    table = RunFolder(result.run_dir).latency_table
     table.parent.mkdir(parents=True, exist_ok=True)
     quick = TimingSettings(warmup=1, repeats=1, passes=1, min_sample_ms=0.0)
     built = build_latency_table(space, 10, fingerprint, table, quick)  # the run reuses a table of this machine
