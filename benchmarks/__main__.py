@@ -1,4 +1,4 @@
-"""The whole benchmark suite: ``python -m benchmarks`` (or ``make bench``) runs P1-P6 and the predictor table.
+"""The whole benchmark suite: ``python -m benchmarks`` (or ``make bench``): P1-P6, the predictor table, L1 (latency).
 
 Every section prints its own table, then one summary table of ratios against the goals follows. All timings
 are measured on this machine, side by side in one run. ``--only P1,P3`` runs a subset; ``--quick`` uses

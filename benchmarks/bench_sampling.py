@@ -1,4 +1,5 @@
-"""Sampling benchmark on real images: uniform vs BestUp-3 (loss) vs BestUp-3 (predictor, guided) vs WorstUp-3.
+"""Sampling benchmark on real images: uniform vs BestUp-3 (loss) vs BestUp-3 (predictor, guided) vs WorstUp-3,
+and BestUp-3 (loss) distilled with AlphaNet's alpha-divergence instead of KL.
 
 AttentiveNAS (Wang et al., CVPR 2021) claims that training the best (or worst) of k candidates at a sampled
 FLOPs target improves the supernet's accuracy-vs-MACs front over uniform sampling. This trains one supernet
@@ -48,6 +49,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {  # `ofa compare`'s variants, WorstUp-3 
         "guide.val_images=1000",
     ),
     "worstup_loss": ("sampler.name=worstup", "sampler.scorer=loss", "guide.enabled=false"),
+    "bestup_alpha": COMPARE_VARIANTS["bestup_alpha"],  # AlphaNet's adaptive alpha-divergence instead of KL
 }
 # The recipe scaled to ~8 minutes of one core per run: 6 epochs of 60 steps (23,040 images, about 2.3 passes
 # over the 10,000 training images); the guide fits after 2 epochs and refits every 2 on 20 fresh archs, each

@@ -362,3 +362,21 @@ def test_search_under_latency_budgets_stays_within_them(small: SearchSpace, stra
     fastest = fastest_latency(estimator)
     with pytest.raises(ValueError, match=f"estimated at {fastest:.4g} ms"):
         search_budgets(small, lambda found: np.zeros(len(found)), [fastest * 0.9], settings, 10, latency=estimator)
+
+
+def test_cli_build_never_overwrites_another_devices_table(
+    small: SearchSpace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space_file = tmp_path / "small.json"
+    space_file.write_text(json.dumps(small.to_dict()))
+    table = tmp_path / "table.json"
+    synthetic_table(small).save(table)
+    before = table.read_bytes()
+    for extra in (["--threads", "2"], ["--batch", "8"], ["--space", "tiny"]):
+        arguments = ["latency", "build", "--space", str(space_file), "--out", str(table), *extra]
+        code = main(arguments)
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert table.read_bytes() == before
+    assert main(["latency", "build", "--space", str(space_file), "--passes", "1", "--out", str(table)]) == 2
+    assert "other classes or timing settings; pass --force" in capsys.readouterr().err
