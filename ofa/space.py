@@ -332,7 +332,7 @@ class SearchSpace:
         description = top.get("description", "")
         if not isinstance(description, str):
             raise ValueError(f"{source}.description: expected a string, got {description!r}")
-        return cls(
+        space = cls(
             name=top["name"],
             resolution=_choices(top["resolution"], f"{source}.resolution"),
             granularity=_enum(top["granularity"], f"{source}.granularity", GRANULARITIES),
@@ -344,6 +344,12 @@ class SearchSpace:
             description=description,
             kernel_transform=_bool(top.get("kernel_transform", False), f"{source}.kernel_transform"),
         )
+        if space.kernel_transform and all(len(stage.kernel_size) == 1 for stage in space.stages):
+            raise ValueError(
+                f"{source}.kernel_transform is true but every stage has a single kernel size: there is no smaller "
+                f"kernel to transform; remove it or give a stage several kernel_size choices"
+            )
+        return space
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``SearchSpace.from_dict`` reads back to an equal space (``kernel_transform`` only when

@@ -537,6 +537,13 @@ BAD_SPACES = [
     ("empty name", set_at(("name",), ""), ["name", "non-empty string"]),
     ("stage name not a string", set_at(("stages", 0, "name"), ["s1"]), ["stages[0].name", "string"]),
     ("description not a string", set_at(("description",), 3), ["description", "string"]),
+    (
+        "transform with one kernel size",
+        lambda data: data.update(
+            kernel_transform=True, stages=[{**stage, "kernel_size": [3]} for stage in data["stages"]]
+        ),
+        ["kernel_transform", "single kernel size"],
+    ),
 ]
 
 
