@@ -59,7 +59,16 @@ __all__ = [
 ]
 
 PARETO_COLUMNS = ("budget_mmacs", "arch", "mmacs", "params", "predicted_acc", "val_acc", "test_acc")
-LATENCY_PARETO_COLUMNS = ("budget_latency_ms", "arch", "mmacs", "latency_ms", "params", "predicted_acc", "val_acc")
+LATENCY_PARETO_COLUMNS = (
+    "budget_latency_ms",
+    "arch",
+    "mmacs",
+    "latency_ms",
+    "params",
+    "predicted_acc",
+    "val_acc",
+    "test_acc",
+)
 CLOUD_SIZE = 400  # random archs scored by the predictor for the plot's cloud
 CLOUD_SEED = 0
 RESULT_FILE_MODE = 0o644

@@ -152,7 +152,7 @@ class SearchResult:
         best_cost: its MMACs (or estimated ms).
         best_score: its objective value.
         archs: every distinct arch this search scored, in the order found (all within the budget).
-        costs: their MMACs.
+        costs: their MMACs (or estimated ms).
         scores: their objective values.
         num_evaluations: ``len(archs)``: distinct archs scored by this search.
         history: best score after the initial population and after each generation (fewer entries when a
@@ -205,10 +205,10 @@ class MultiBudgetResult:
     """Searches under several budgets and the non-dominated front of everything they evaluated.
 
     Attributes:
-        budgets: MMACs, in the given order.
+        budgets: MMACs (or ms), in the given order.
         results: one :class:`SearchResult` per budget (``results[i].best_arch`` is the answer for budget i).
         front_archs: the non-dominated archs over the whole range, by increasing cost.
-        front_costs: their MMACs.
+        front_costs: their MMACs (or estimated ms).
         front_scores: their objective values.
         num_evaluations: distinct archs sent to the objective over all budgets.
         wall_time: seconds.

@@ -58,7 +58,12 @@ def test_search_query_and_export_under_latency_budgets(
         predicted = estimator.predict([space.arch_from_dict(chosen["arch"])])[0]
         assert chosen["latency_ms"] == pytest.approx(predicted, rel=1e-9)
     with (run / "search" / "pareto-latency.csv").open() as handle:
-        assert tuple(next(csv.reader(handle))) == LATENCY_PARETO_COLUMNS
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == LATENCY_PARETO_COLUMNS and len(rows) == len(budgets)
+    for row, chosen in zip(rows, summary["chosen"]):
+        assert None not in row  # no cell beyond the header
+        assert float(row["latency_ms"]) == pytest.approx(chosen["latency_ms"], abs=1e-6)
+        assert float(row["test_acc"]) == pytest.approx(chosen["test_acc"], abs=1e-6)
     assert (run / "search" / "pareto-latency.png").stat().st_size > 0
     assert not (run / "search" / "pareto.json").exists()  # the MACs front is a different file
 
