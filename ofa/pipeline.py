@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ofa.latency_models import LatencyEstimator
     from ofa.runs import LoadedRun
     from predictors.dataset import ArchRecord
+    from predictors.models import Predictor
 
 __all__ = [
     "PipelineResult",
@@ -253,20 +254,23 @@ def _run_stages(
     write_report(run.run_dir, result, holdout, config)
     lap("report")
     RunFolder(run.run_dir).summary.write_text(
-        json.dumps({"rows": result.rows, "stage_seconds": result.stage_seconds}, indent=1)
+        json.dumps(
+            {"rows": result.rows, "latency_rows": result.latency_rows, "stage_seconds": result.stage_seconds},
+            indent=1,
+        )
     )
     return result
 
 
 def _latency_stage(
     run: LoadedRun,
-    predictor: object,
+    predictor: Predictor,
     search_settings: SearchSettings,
     settings: PipelineSettings,
     result: PipelineResult,
     show: bool,
 ) -> None:
-    """Stage 6: this machine's latency estimator, the latency search and the exports of its subnets."""
+    """Latency budgets: this machine's latency estimator, the latency search and the exports of its subnets."""
     estimator, fit = _machine_estimator(run, settings, show)
     result.latency_device, result.latency_fit = estimator.fingerprint.describe(), fit
     budgets = ", ".join(f"{budget:g}ms" for budget in settings.latency_budgets)

@@ -149,6 +149,8 @@ def test_latency_budgets_add_a_latency_front_exports_and_report_section(pipeline
     assert f"Latency budgets on {timed.latency_device}" in report
     assert (result.run_dir / "report" / "pareto-latency.png").is_file()
     assert "Every subnet is within its latency budget: True" in report
+    summary = json.loads((result.run_dir / "report" / "summary.json").read_text())
+    assert [row["arch"] for row in summary["latency_rows"]] == [row["arch"] for row in timed.latency_rows]
 
 
 def test_default_budgets_are_feasible_and_spread() -> None:
