@@ -304,11 +304,18 @@ def build_latency_table(
         disable=not progress,
     )
 
+    kept: dict[str, Callable[[], None]] = {}  # onnxruntime: the exported session is kept between passes
+
     def factory(key: str) -> Callable[[], Callable[[], None]]:
         def make() -> Callable[[], None]:
             bar.update()
+            if key in kept:
+                return kept[key]
             module, shape = _layer_module(layers[key], num_classes)
-            return make_runner(module, shape, fingerprint)
+            runner = make_runner(module, shape, fingerprint)
+            if fingerprint.backend == "onnxruntime":
+                kept[key] = runner
+            return runner
 
         return make
 
