@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import random
 import re
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,6 @@ __all__ = [
     "MACS_PER_MMAC",
     "check_budget",
     "check_latency_budget",
-    "fastest_latency",
     "parse_budget",
     "parse_budgets",
     "parse_latency",
@@ -41,7 +39,6 @@ BUDGET_FORMS = (
 LATENCY_FORMS = "a positive latency with an optional unit us, ms or s (e.g. 5ms, 800us, 0.2s); a plain number means ms"
 _LATENCY_PATTERN = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(us|ms|s)?\s*$")
 _MS_PER_UNIT = {None: 1.0, "us": 1e-3, "ms": 1.0, "s": 1e3}
-FASTEST_PROBES = 512  # random archs (besides the smallest) probed for the fastest estimated latency
 _BUDGET_PATTERN = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmMgG]?)\s*$")
 _MMACS_PER_SUFFIX = {"": 1.0, "k": 1e-3, "m": 1.0, "g": 1e3}
 
@@ -117,14 +114,6 @@ def parse_latency(text: str | float) -> float:
     return value
 
 
-def fastest_latency(estimator: LatencyEstimator) -> float:
-    """The lowest estimated latency (ms) among the smallest subnet and ``FASTEST_PROBES`` seeded random archs."""
-    space = estimator.space
-    rng = random.Random(0)
-    archs = [space.min_arch(), *(space.sample(rng) for _ in range(FASTEST_PROBES))]
-    return float(estimator.predict(archs).min())
-
-
 def check_latency_budget(estimator: LatencyEstimator, budget: float | str) -> float:
     """The latency budget in ms, if well formed and not below the fastest subnet's estimated latency.
 
@@ -132,7 +121,7 @@ def check_latency_budget(estimator: LatencyEstimator, budget: float | str) -> fl
         ValueError: for a malformed budget, or one below the fastest subnet (whose latency it names).
     """
     value = parse_latency(budget)
-    fastest = fastest_latency(estimator)
+    fastest = estimator.fastest_ms
     if value < fastest:
         raise ValueError(
             f"latency budget {value:.4g} ms is below the fastest subnet of space {estimator.space.name!r} on "

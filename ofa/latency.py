@@ -28,10 +28,9 @@ from torch import nn
 
 from ofa._genome import AdditiveTables, Genome
 from ofa.atomic import atomic_write_text
-from ofa.config import read_user_text
-from ofa.latency_timing import DeviceFingerprint, Timing, TimingSettings, make_runner, time_many
+from ofa.latency_timing import DeviceFingerprint, Runner, Timing, TimingSettings, make_runner, time_many
 from ofa.layout import BlockLayout, HeadLayout, NetworkLayout, StemLayout, network_layout
-from ofa.space import Arch, SearchSpace, space_fingerprint
+from ofa.space import Arch, SearchSpace, read_yaml_or_json, space_fingerprint
 from ofa.static import Head, InvertedResidual, StaticNet, Stem
 
 __all__ = [
@@ -209,13 +208,6 @@ def table_from_dict(data: Any, space: SearchSpace, where: str) -> LatencyTable:
     return LatencyTable(space, num_classes, fingerprint, timing, entries)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(read_user_text(path, what))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{what} {path} is corrupt or truncated (not JSON: {error})") from None
-
-
 def load_latency_table(
     path: str | Path, space: SearchSpace, fingerprint: DeviceFingerprint | None = None, complete: bool = True
 ) -> LatencyTable:
@@ -226,7 +218,7 @@ def load_latency_table(
             fingerprint, or (``complete``) a table lacking layers of the space.
     """
     path = Path(path)
-    table = table_from_dict(_read_json(path, "latency table"), space, str(path))
+    table = table_from_dict(read_yaml_or_json(path, "latency table"), space, str(path))
     if fingerprint is not None and table.fingerprint != fingerprint:
         raise ValueError(
             f"latency table {path} was timed on {table.fingerprint.describe()}, not on {fingerprint.describe()}; "
@@ -249,7 +241,7 @@ def _resume(partial: Path, table: LatencyTable, keys: Sequence[str]) -> tuple[in
     """
     if not partial.is_file():
         return 0, None
-    data = _read_json(partial, "partial latency table")
+    data = read_yaml_or_json(partial, "partial latency table")
     if not isinstance(data, dict) or data.get("format") != PARTIAL_FORMAT:
         raise ValueError(f"{partial} is not a partial latency table; delete it to start over")
     header = {**table.header(), "format": PARTIAL_FORMAT}
@@ -304,10 +296,10 @@ def build_latency_table(
         disable=not progress,
     )
 
-    kept: dict[str, Callable[[], None]] = {}  # onnxruntime: the exported session is kept between passes
+    kept: dict[str, Runner] = {}  # onnxruntime: the exported session is kept between passes
 
-    def factory(key: str) -> Callable[[], Callable[[], None]]:
-        def make() -> Callable[[], None]:
+    def factory(key: str) -> Callable[[], Runner]:
+        def make() -> Runner:
             bar.update()
             if key in kept:
                 return kept[key]
@@ -346,8 +338,8 @@ def time_subnets(
     settings = timing or TimingSettings()
     bar = tqdm(total=len(archs) * settings.passes, desc="time subnets", disable=not progress, leave=False)
 
-    def factory(arch: Arch) -> Callable[[], Callable[[], None]]:
-        def make() -> Callable[[], None]:
+    def factory(arch: Arch) -> Callable[[], Runner]:
+        def make() -> Runner:
             bar.update()
             layout: NetworkLayout = network_layout(space, arch, num_classes)
             shape = (space.input_channels, arch.resolution, arch.resolution)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ofa.atomic import atomic_write_text
 from ofa.latency_timing import DeviceFingerprint, TimingSettings
-from ofa.space import SearchSpace
+from ofa.space import SearchSpace, read_yaml_or_json
 from predictors.dataset import ArchRecord
 
 __all__ = ["DEVICE_SUFFIX", "measure_to_csv", "read_timed_csv"]
@@ -39,10 +39,7 @@ def read_timed_csv(path: str | Path, space: SearchSpace) -> tuple[list[ArchRecor
     device_file = _device_file(path)
     if not device_file.is_file():
         raise ValueError(f"{path} has no {device_file.name} beside it: time subnets with ofa latency measure")
-    try:
-        device = json.loads(device_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{device_file} is corrupt ({error})") from None
+    device = read_yaml_or_json(device_file, "device")
     if not isinstance(device, dict):
         raise ValueError(f"{device_file} must hold an object with fingerprint and num_classes")
     fingerprint = DeviceFingerprint.from_dict(device.get("fingerprint"), str(device_file))

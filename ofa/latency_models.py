@@ -16,7 +16,10 @@ embedded) with the device fingerprint it was fitted for.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from ofa.atomic import atomic_write_text
 from ofa.flops import count_macs_many
 from ofa.latency import LatencyTable, table_from_dict
 from ofa.latency_timing import DeviceFingerprint
-from ofa.space import Arch, SearchSpace, space_fingerprint
+from ofa.space import Arch, SearchSpace, read_yaml_or_json, space_fingerprint
 
 __all__ = [
     "ESTIMATORS",
@@ -44,6 +47,7 @@ ESTIMATOR_FORMAT = "ofa-latency-estimator"
 ESTIMATOR_VERSION = 1
 ESTIMATORS = ("table", "learned", "macs")
 DEFAULT_LEARNED_PREDICTOR = "lightgbm"
+FASTEST_PROBES = 512  # random archs (besides the smallest) probed for the fastest estimated latency
 
 
 def fit_line(features: np.ndarray, latencies: np.ndarray) -> tuple[float, float]:
@@ -93,6 +97,14 @@ class LatencyEstimator:
     table: LatencyTable | None = None
     predictor: Any = None
 
+    @functools.cached_property
+    def fastest_ms(self) -> float:
+        """The lowest estimate among the smallest subnet and ``FASTEST_PROBES`` seeded random archs (ms):
+        the lowest latency budget a search can meet (computed once per estimator)."""
+        rng = random.Random(0)
+        archs = [self.space.min_arch(), *(self.space.sample(rng) for _ in range(FASTEST_PROBES))]
+        return float(self.predict(archs).min())
+
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Estimated latency of each arch in milliseconds."""
         if self.kind == "learned":
@@ -141,8 +153,6 @@ class LatencyEstimator:
 
     def save(self, path: str | Path) -> None:
         """Write the estimator atomically."""
-        import json
-
         atomic_write_text(Path(path), json.dumps(self.to_dict()) + "\n")
 
 
@@ -198,17 +208,6 @@ def fit_estimator(
     return estimator
 
 
-def _read_json(path: Path) -> Any:
-    import json
-
-    from ofa.config import read_user_text
-
-    try:
-        return json.loads(read_user_text(path, "latency estimator"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"latency estimator {path} is corrupt or truncated (not JSON: {error})") from None
-
-
 def load_estimator(
     path: str | Path, space: SearchSpace, fingerprint: DeviceFingerprint | None = None
 ) -> LatencyEstimator:
@@ -218,7 +217,7 @@ def load_estimator(
         ValueError: a missing, truncated or malformed file, another space or device, or a non-finite line.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_yaml_or_json(path, "latency estimator")
     if not isinstance(data, dict) or data.get("format") != ESTIMATOR_FORMAT:
         raise ValueError(f"{path} is not a latency estimator (format {ESTIMATOR_FORMAT!r} expected)")
     if data.get("version") != ESTIMATOR_VERSION:

@@ -12,7 +12,7 @@ import torch
 
 import ofa.latency_timing as latency_timing
 from ofa._genome import Genome
-from ofa.budget import fastest_latency, parse_latency
+from ofa.budget import parse_latency
 from ofa.cli import main
 from ofa.flops import count_macs_many
 from ofa.latency import (
@@ -182,7 +182,7 @@ def test_an_interrupted_build_resumes_with_the_same_fingerprint_only(
 @pytest.mark.parametrize(
     ("spoil", "fragment"),
     [
-        (lambda text: text[: len(text) // 2], "corrupt or truncated"),
+        (lambda text: text[: len(text) // 2], "malformed"),
         (lambda text: text.replace('"entries": {', '"entries": {"stem x": [NaN, 1.0, 0.0], ', 1), "finite"),
         (lambda text: text.replace('"entries": {', '"entries": {"stem x": [-1.0, 1.0, 0.0], ', 1), "best_ms > 0"),
         (lambda text: text.replace('"version": 1', '"version": 7', 1), "version 7"),
@@ -359,7 +359,7 @@ def test_search_under_latency_budgets_stays_within_them(small: SearchSpace, stra
     for budget, searched in zip(budgets, result.results):
         assert np.all(searched.costs <= budget + 1e-9)
         np.testing.assert_allclose(estimator.predict(list(searched.archs)), searched.costs, rtol=1e-9)
-    fastest = fastest_latency(estimator)
+    fastest = estimator.fastest_ms
     with pytest.raises(ValueError, match=f"estimated at {fastest:.4g} ms"):
         search_budgets(small, lambda found: np.zeros(len(found)), [fastest * 0.9], settings, 10, latency=estimator)
 

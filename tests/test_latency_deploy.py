@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ofa.budget import fastest_latency
 from ofa.cli import main
 from ofa.deploy import LATENCY_PARETO_COLUMNS
 from ofa.export import read_export_info
@@ -44,7 +43,7 @@ def test_search_query_and_export_under_latency_budgets(
 ) -> None:
     path, estimator = estimator_file
     run = copy_run(trained_run, tmp_path / "run")
-    fastest = fastest_latency(estimator)
+    fastest = estimator.fastest_ms
     budgets = [round(fastest * 1.5, 3), round(fastest * 3, 3)]
     text = ",".join(f"{budget}ms" for budget in budgets)
     assert main(["search", str(run), "--latency", text, "--latency-model", str(path), *QUICK]) == 0
@@ -83,7 +82,7 @@ def test_latency_budget_below_the_fastest_subnet_is_refused(
     trained_run: Path, estimator_file: tuple[Path, LatencyEstimator], capsys
 ) -> None:
     path, estimator = estimator_file
-    fastest = fastest_latency(estimator)
+    fastest = estimator.fastest_ms
     for command in ("search", "query"):
         option = "--latency"
         code = main([command, str(trained_run), option, f"{fastest / 2}ms", "--latency-model", str(path)])
