@@ -162,9 +162,8 @@ def sandwich_step(
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
     loss.backward()
     losses.append(loss.detach())
-    teacher = F.softmax(logits.detach().float(), dim=1)
-    alpha = settings.kd.loss == "alpha"  # its divergence needs log-probabilities (finite where p underflows)
-    teacher_log_probs = F.log_softmax(logits.detach().float(), dim=1) if alpha else None
+    # KL takes the teacher's probabilities; the alpha-divergence its log-probabilities (finite where p underflows)
+    teacher = (F.log_softmax if settings.kd.loss == "alpha" else F.softmax)(logits.detach().float(), dim=1)
     # sampled and smallest subnets: in-place distillation
     supernet.set_dropout(0.0)
     supernet.set_drop_path(0.0)
@@ -172,7 +171,7 @@ def sandwich_step(
         supernet.set_active(arch)
         with autocast:
             logits = supernet(resize_to(images, arch.resolution)).float()
-            loss = _distillation_loss(settings.kd, logits, teacher, teacher_log_probs)
+            loss = _distillation_loss(settings.kd, logits, teacher)
             if settings.distill_label_weight > 0:
                 labelled = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
                 loss = (1 - settings.distill_label_weight) * loss + settings.distill_label_weight * labelled
@@ -190,13 +189,11 @@ def sandwich_step(
     return values
 
 
-def _distillation_loss(
-    kd: KdSection, logits: torch.Tensor, teacher: torch.Tensor, teacher_log_probs: torch.Tensor | None
-) -> torch.Tensor:
+def _distillation_loss(kd: KdSection, logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """The distilled subnet's loss against the largest subnet's detached predictions (KL: probabilities;
     alpha-divergence: log-probabilities)."""
-    if teacher_log_probs is not None:
-        return adaptive_alpha_divergence(logits, teacher_log_probs, kd.alpha_min, kd.alpha_max, kd.iw_clip)
+    if kd.loss == "alpha":
+        return adaptive_alpha_divergence(logits, teacher, kd.alpha_min, kd.alpha_max, kd.iw_clip)
     return soft_cross_entropy(logits, teacher)
 
 
