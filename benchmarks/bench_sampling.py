@@ -1,10 +1,13 @@
-"""Sampling benchmark on real images: uniform vs BestUp-3 (loss) vs BestUp-3 (predictor, guided) vs WorstUp-3,
-and BestUp-3 (loss) distilled with AlphaNet's alpha-divergence instead of KL.
+"""Training-recipe benchmark on real images: uniform vs BestUp-3 (loss) vs BestUp-3 (predictor, guided) vs
+WorstUp-3, BestUp-3 (loss) distilled with AlphaNet's alpha-divergence instead of KL, and once-for-all's
+progressive shrinking.
 
 AttentiveNAS (Wang et al., CVPR 2021) claims that training the best (or worst) of k candidates at a sampled
 FLOPs target improves the supernet's accuracy-vs-MACs front over uniform sampling. This trains one supernet
 per (variant, seed) from the real-data recipe (``configs/train/cifar10.yaml``, scaled down to fit the
-machine: see ``SCALE``), every variant with the same number of steps, measures the SAME archs (spread over
+machine: see ``SCALE``), every variant at the same compute (subnet forward-backward passes: the sandwich
+variants take the same steps; progressive shrinking, with 1 to 4 subnets per step, the epochs whose passes
+come closest, see ``ofa.compare.at_equal_compute``), measures the SAME archs (spread over
 the FLOPs range, drawn once) inside every supernet with BN recalibrated, and reports per variant, as mean ±
 std over seeds: the hypervolume of the measured (MMACs, val accuracy) front, the best val accuracy within 4
 budgets (and that arch's test accuracy), the largest and smallest subnet's accuracy, and the training wall
@@ -50,6 +53,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {  # `ofa compare`'s variants, WorstUp-3 
     ),
     "worstup_loss": ("sampler.name=worstup", "sampler.scorer=loss", "guide.enabled=false"),
     "bestup_alpha": COMPARE_VARIANTS["bestup_alpha"],  # AlphaNet's adaptive alpha-divergence instead of KL
+    "progressive": COMPARE_VARIANTS["progressive"],  # once-for-all's progressive shrinking, equal passes
 }
 # The recipe scaled to ~8 minutes of one core per run: 6 epochs of 60 steps (23,040 images, about 2.3 passes
 # over the 10,000 training images); the guide fits after 2 epochs and refits every 2 on 20 fresh archs, each
@@ -113,6 +117,7 @@ def _claim(path: Path) -> bool:
 def run_task(task: Task, data: Path, out: Path) -> Path | None:
     """Train (or resume) and measure one task unless another process holds it; returns its result file."""
     from ofa.archdata import measure_to_csv, spread_archs
+    from ofa.compare import at_equal_compute, subnet_passes
     from ofa.pipeline import train_or_continue
     from ofa.runs import load_run
     from ofa.train_config import load_train_config
@@ -125,7 +130,7 @@ def run_task(task: Task, data: Path, out: Path) -> Path | None:
     if not _claim(claim):
         return None
     try:
-        config = load_train_config(RECIPE, task_overrides(task, data, out))
+        config = at_equal_compute(load_train_config(RECIPE, task_overrides(task, data, out)))
         train_or_continue(config, progress=False, prefix=f"[{task.name}] ")
         run = load_run(config.run_dir, "latest")
         archs = spread_archs(run.space, NUM_ARCHS, run.num_classes, ARCH_SEED)
@@ -145,6 +150,7 @@ def run_task(task: Task, data: Path, out: Path) -> Path | None:
             "variant": task.variant,
             "seed": task.seed,
             "train_seconds": _train_seconds(config.run_dir),
+            "subnet_passes": subnet_passes(config, config.max_steps_per_epoch),
             "measure_seconds": time.perf_counter() - started,
             "mmacs": [row.mmacs for row in rows],
             "val_acc": [row.val_acc for row in rows],
@@ -220,6 +226,8 @@ def summarise(results: Sequence[dict], budgets: Sequence[float]) -> dict[str, di
         add("largest val", 100 * float(val[int(np.argmax(mmacs))]))
         add("smallest val", 100 * float(val[int(np.argmin(mmacs))]))
         add("mean val", 100 * float(val.mean()))
+        if "subnet_passes" in result:
+            add("subnet passes", result["subnet_passes"])
         add("train s", result["train_seconds"])
         if result["seed"] in uniform_seconds:
             add("time / uniform", result["train_seconds"] / uniform_seconds[result["seed"]])
@@ -241,6 +249,7 @@ def format_summary(table: dict[str, dict[str, list[float]]]) -> tuple[list[str],
                 cells.append("")
                 continue
             digits = 3 if measure in ("hypervolume", "time / uniform", "guide overhead") else 1
+            digits = 0 if measure == "subnet passes" else digits
             std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
         rows.append(cells)

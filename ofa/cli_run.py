@@ -92,7 +92,8 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_command_run)
 
     parser = commands.add_parser(
-        "compare", help="uniform vs BestUp-3 (loss) vs BestUp-3 (predictor) at identical compute: Pareto fronts"
+        "compare",
+        help="training variants (uniform, BestUp-3, alpha-divergence, progressive shrinking) at identical compute",
     )
     parser.add_argument("config", help="base training config, e.g. configs/train/digits.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
@@ -102,6 +103,7 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--variants",
         default="uniform,bestup_loss,bestup_predictor",
-        help="comma-separated variants: uniform, bestup_loss, bestup_predictor, bestup_alpha (AlphaNet's loss)",
+        help="comma-separated variants: uniform, bestup_loss, bestup_predictor, bestup_alpha (AlphaNet's loss), "
+        "progressive (once-for-all's progressive shrinking, epochs set for equal subnet passes)",
     )
     parser.set_defaults(handler=_command_compare)

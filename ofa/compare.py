@@ -1,14 +1,18 @@
-"""Uniform sandwich vs BestUp-3 (loss scorer) vs BestUp-3 (predictor scorer) at identical compute.
+"""Training variants at identical compute: uniform sandwich, BestUp-3 (loss or predictor scorer), BestUp-3 with
+the alpha-divergence, and progressive shrinking.
 
 AttentiveNAS's main claim is that attentive sampling improves the Pareto front of a supernet. This trains
 one supernet per variant from the same config, seed and number of steps, measures the SAME archs (spread
 over the FLOPs range) inside each, and compares the measured fronts: hypervolume and the best accuracy
 within each budget. Runs are kept under ``OUT/<variant>/`` and continued when the command is repeated.
+Compute is counted in subnet forward-backward passes: a progressive-shrinking variant gets the epochs whose
+passes come closest to the sandwich's (``num_subnets`` per step) at the same steps per epoch.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import sys
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from ofa.budget import check_budget
 from ofa.flops import count_macs_many
 from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import default_budgets, train_or_continue
+from ofa.progressive import build_schedule, equal_compute_epochs
 from ofa.runfolder import RunFolder
 from ofa.runs import load_run
 from ofa.space import load_space
@@ -35,7 +40,15 @@ if TYPE_CHECKING:
     from ofa.space import Arch
     from ofa.train_config import TrainConfig
 
-__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "Comparison", "compare_samplers", "format_comparison"]
+__all__ = [
+    "DEFAULT_VARIANTS",
+    "VARIANTS",
+    "Comparison",
+    "at_equal_compute",
+    "compare_samplers",
+    "format_comparison",
+    "subnet_passes",
+]
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "uniform": ("sampler.name=uniform", "guide.enabled=false"),
@@ -43,8 +56,29 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "bestup_predictor": ("sampler.name=bestup", "sampler.scorer=predictor", "guide.enabled=true"),
     # AlphaNet: BestUp-3 (loss) with the adaptive alpha-divergence instead of KL
     "bestup_alpha": ("sampler.name=bestup", "sampler.scorer=loss", "guide.enabled=false", "kd.loss=alpha"),
+    # once-for-all: full network, then kernel, depth, expand phases distilled from it (epochs: equal compute)
+    "progressive": ("progressive.enabled=true", "guide.enabled=false"),
 }
 DEFAULT_VARIANTS = ("uniform", "bestup_loss", "bestup_predictor")
+
+
+def at_equal_compute(config: TrainConfig) -> TrainConfig:
+    """``config`` itself, or for progressive shrinking the epochs whose subnet passes come closest to the
+    sandwich run of the same config (``epochs`` x ``sampler.num_subnets`` per step)."""
+    if not config.progressive.enabled:
+        return config
+    space = load_space(config.model.space)
+    epochs = equal_compute_epochs(space, config.progressive.phases, config.epochs, config.sampler.num_subnets)
+    return dataclasses.replace(config, epochs=epochs)
+
+
+def subnet_passes(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Subnet forward-backward passes of a run of ``config`` at ``steps_per_epoch``."""
+    if not config.progressive.enabled:
+        return config.epochs * config.sampler.num_subnets * steps_per_epoch
+    return build_schedule(load_space(config.model.space), config.progressive.phases, config.epochs).passes(
+        steps_per_epoch
+    )
 
 
 @dataclass
@@ -96,7 +130,9 @@ def compare_samplers(
     out_dir = Path(out_dir)
     show = sys.stderr.isatty() if progress is None else progress
     configs = {
-        name: load_train_config(config_path, (*overrides, *VARIANTS[name], f"name={name}", f"out_dir={out_dir}"))
+        name: at_equal_compute(
+            load_train_config(config_path, (*overrides, *VARIANTS[name], f"name={name}", f"out_dir={out_dir}"))
+        )
         for name in variants
     }  # every config is checked before the first training starts
     first = next(iter(configs.values()))

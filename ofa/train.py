@@ -35,6 +35,7 @@ __all__ = [
     "build_scheduler",
     "frozen_bn_statistics",
     "loss_scorer",
+    "progressive_step",
     "sandwich_step",
     "soft_cross_entropy",
 ]
@@ -187,6 +188,60 @@ def sandwich_step(
         nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
     optimizer.step()
     return values
+
+
+def progressive_step(
+    supernet: Supernet,
+    teacher: Supernet | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    archs: Sequence[Arch],
+    optimizer: torch.optim.Optimizer,
+    settings: StepSettings,
+    context: DistributedContext,
+    kd_ratio: float,
+) -> list[float]:
+    """One progressive-shrinking step (once-for-all): each of ``archs`` learns from the labels plus ``kd_ratio``
+    times the distillation loss against the frozen ``teacher`` (None: labels only, the full-network phase);
+    dropout on every subnet, drop-path only without a teacher. Gradients accumulate into one optimizer step.
+
+    Raises:
+        TrainingDivergedError: a loss is NaN or infinite (on any rank); the weights are left untouched.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
+    supernet.set_dropout(settings.dropout)
+    supernet.set_drop_path(settings.drop_path if teacher is None else 0.0)
+    losses = []
+    for arch in archs:
+        resized = resize_to(images, arch.resolution)
+        supernet.set_active(arch)
+        with autocast:
+            logits = supernet(resized).float()
+            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+            if teacher is not None and kd_ratio > 0:
+                loss = loss + kd_ratio * _distillation_loss(
+                    settings.kd, logits, _teacher_targets(teacher, resized, settings)
+                )
+        loss.backward()
+        losses.append(loss.detach())
+    values = context.all_reduce_mean(torch.stack(losses)).tolist()
+    for slot, value in enumerate(values):
+        if not math.isfinite(value):
+            raise TrainingDivergedError(f"the loss of sampled subnet #{slot + 1} is {value}")
+    context.all_reduce_gradients(supernet)
+    if settings.grad_clip_value > 0:
+        nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
+    optimizer.step()
+    return values
+
+
+def _teacher_targets(teacher: Supernet, images: torch.Tensor, settings: StepSettings) -> torch.Tensor:
+    """The frozen teacher's predictions for ``images``: train-mode BN (batch statistics, running statistics
+    untouched), no dropout; probabilities for KL, log-probabilities for the alpha-divergence."""
+    with torch.no_grad(), frozen_bn_statistics(teacher):
+        logits = teacher(images).float()
+    return (F.log_softmax if settings.kd.loss == "alpha" else F.softmax)(logits, dim=1)
 
 
 def _distillation_loss(kd: KdSection, logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ofa.config import apply_overrides, config_from_dict, load_yaml
+from ofa.progressive import Phase
 from ofa.sampling import SAMPLERS, SCORERS
 
 DEFAULT_RUN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "digits_guided.yaml"  # ofa run
@@ -27,6 +28,7 @@ __all__ = [
     "KdSection",
     "ModelSection",
     "OptimSection",
+    "ProgressiveSection",
     "SamplerSection",
     "TrainConfig",
     "check_int",
@@ -259,6 +261,23 @@ class CalibrationSection:
 
 
 @dataclass(frozen=True)
+class ProgressiveSection:
+    """Progressive shrinking (:mod:`ofa.progressive`) instead of the sandwich rule: phases of uniformly sampled
+    subnets distilled from the frozen full network of the first phase. ``phases`` null: once-for-all's
+    schedule for the dimensions the space makes elastic. The ``sampler`` section is not used."""
+
+    enabled: bool = False
+    phases: tuple[Phase, ...] | None = None
+    kd_ratio: float = 1.0  # loss = labels + kd_ratio x distillation from the teacher (once-for-all's 1.0)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.kd_ratio) and self.kd_ratio >= 0):
+            raise ValueError(f"progressive.kd_ratio must be a finite number >= 0, got {self.kd_ratio}")
+        if self.phases is not None and not self.phases:
+            raise ValueError("progressive.phases must list at least one phase (or be null: once-for-all's)")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training run."""
 
@@ -277,6 +296,7 @@ class TrainConfig:
     sampler: SamplerSection = field(default_factory=SamplerSection)
     guide: GuideSection = field(default_factory=GuideSection)
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    progressive: ProgressiveSection = field(default_factory=ProgressiveSection)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -287,6 +307,8 @@ class TrainConfig:
             raise ValueError(f"cpu_threads must be >= 0 (0: torch's default), got {self.cpu_threads}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+        if self.progressive.enabled and self.guide.enabled:
+            raise ValueError("progressive.enabled samples subnets uniformly per phase: set guide.enabled to false")
         if not RUN_NAME.fullmatch(self.name):
             raise ValueError(
                 f"name must be a plain folder name (letters, digits, _ . -; not starting with . -), got {self.name!r}"

@@ -7,6 +7,7 @@ A run directory holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per e
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import itertools
@@ -25,12 +26,14 @@ import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from ofa.channel_sort import sort_channels
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.config import config_from_dict, config_to_dict
 from ofa.data import DataBundle, build_datasets, calibration_images
 from ofa.distributed import DistributedContext, init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
+from ofa.progressive import Schedule, build_schedule
 from ofa.runfolder import RUN_FORMAT, RunFolder
 from ofa.runlock import run_lock
 from ofa.sampling import (
@@ -48,11 +51,12 @@ from ofa.train import (
     build_optimizer,
     build_scheduler,
     loss_scorer,
+    progressive_step,
     python_rng_state,
     sandwich_step,
     set_python_rng_state,
 )
-from ofa.train_config import TrainConfig
+from ofa.train_config import OptimSection, TrainConfig
 
 __all__ = ["METRIC_COLUMNS", "TrainResult", "build_data", "train", "write_run_description"]
 
@@ -130,6 +134,11 @@ def check_resume_config(state: dict, config: TrainConfig, path: Path) -> None:
         raise ValueError(
             f"cannot resume {path} with another config ({diff}); only {', '.join(RESUMABLE_CHANGES)} may change: "
             "start a new run (another name) instead"
+        )
+    if config.progressive.enabled and config.epochs != saved["epochs"]:
+        raise ValueError(
+            f"cannot resume {path} with epochs {config.epochs}: progressive phases split the run's epochs "
+            f"({saved['epochs']}), so they cannot change; start a new run (another name) instead"
         )
     if config.epochs < state["epoch"]:
         raise ValueError(
@@ -250,7 +259,7 @@ class _Training:
     data: DataBundle
     supernet: Supernet
     rng: random.Random
-    archs_source: _ArchSource
+    archs_source: _ArchSource | None  # None under progressive shrinking (uniform within each phase's space)
     guide: PredictorGuide | None
     predictor_scorer: Callable[[Sequence[Arch]], np.ndarray] | None
     sampler: DistributedSampler
@@ -266,6 +275,9 @@ class _Training:
     start_epoch: int = 0
     best_accuracy: float = -1.0
     resumed_metrics: dict | None = None  # the last epoch's metrics of a resumed checkpoint
+    schedule: Schedule | None = None  # progressive shrinking's phases (None: the sandwich rule)
+    phase: int = 0  # the phase the optimizer and scheduler belong to
+    teacher: Supernet | None = None  # progressive shrinking: the frozen full network of the first phase
 
 
 def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainResult:
@@ -320,7 +332,10 @@ def _prepare(config: TrainConfig, resume: bool) -> _Training:
         _check_resume_classes(state, data.num_classes, folder.latest)
     guide = PredictorGuide(config, space, folder.root) if config.guide.enabled else None
     predictor_scorer = _static_predictor_scorer(config, space)
-    archs_source = _ArchSource(config, space, data.num_classes, Path(config.out_dir) / ".cache")
+    progressive = config.progressive
+    schedule = build_schedule(space, progressive.phases, config.epochs) if progressive.enabled else None
+    cache = Path(config.out_dir) / ".cache"
+    archs_source = None if schedule is not None else _ArchSource(config, space, data.num_classes, cache)
     if context.is_main:
         _write_run_header(folder, config, space, data.num_classes, state["epoch"] if state is not None else 0)
     if config.cpu_threads and context.device.type == "cpu":
@@ -331,7 +346,8 @@ def _prepare(config: TrainConfig, resume: bool) -> _Training:
         supernet.zero_init_last_bn()
     context.broadcast_parameters(supernet)
     sampler, loader, loader_generator, steps_per_epoch = _train_loader(config, context, data)
-    optimizer = build_optimizer(supernet, config.optim)
+    optim, phase_epochs = _phase_optim(config, schedule, 0)
+    optimizer = build_optimizer(supernet, optim)
     section = config.calibration
     val_loader = DataLoader(data.val, config.data.eval_batch_size, shuffle=False, num_workers=config.data.workers)
     training = _Training(
@@ -350,17 +366,65 @@ def _prepare(config: TrainConfig, resume: bool) -> _Training:
         loader_generator=loader_generator,
         steps_per_epoch=steps_per_epoch,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config.optim, steps_per_epoch, config.epochs),
+        scheduler=build_scheduler(optimizer, optim, steps_per_epoch, phase_epochs),
         calibration=calibration_images(
             data.train, section.batches_for(data.name), section.batch_size, section.seed, section.augment
         ),
         val_loader=val_loader,
         guide_val_loader=_guide_val_loader(config, data, val_loader),
         settings=_step_settings(config),
+        schedule=schedule,
     )
     if state is not None:
         _restore(training, state)
     return training
+
+
+def _phase_optim(config: TrainConfig, schedule: Schedule | None, index: int) -> tuple[OptimSection, int]:
+    """The optimizer settings and epochs of phase ``index``: the whole run's without a schedule, else the
+    rates scaled by the phase's ``lr_scale``, its warm-up and its epochs."""
+    if schedule is None:
+        return config.optim, config.epochs
+    scale = schedule.phases[index].lr_scale
+    optim = dataclasses.replace(
+        config.optim,
+        lr=config.optim.lr * scale,
+        min_lr=config.optim.min_lr * scale,
+        warmup_epochs=schedule.warmup_epochs(index),
+    )
+    return optim, schedule.epochs[index]
+
+
+def _start_phase_optimizer(training: _Training, index: int) -> None:
+    """A fresh optimizer and learning-rate schedule for phase ``index`` (once-for-all restarts both)."""
+    optim, epochs = _phase_optim(training.config, training.schedule, index)
+    training.optimizer = build_optimizer(training.supernet, optim)
+    training.scheduler = build_scheduler(training.optimizer, optim, training.steps_per_epoch, epochs)
+    training.phase = index
+
+
+def _frozen_teacher(supernet: Supernet) -> Supernet:
+    """A frozen copy of ``supernet``'s full network: the progressive phases' distillation teacher."""
+    teacher = copy.deepcopy(supernet)
+    teacher.set_active(teacher.space.max_arch())
+    teacher.set_dropout(0.0)
+    teacher.set_drop_path(0.0)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _enter_phase(training: _Training, epoch: int) -> None:
+    """At the first epoch of a progressive phase: freeze the teacher after the full-network phase, sort the
+    middle channels before a phase that opens expand ratios, restart the optimizer."""
+    index = training.schedule.phase_at(epoch)
+    if index == training.phase:
+        return
+    if training.teacher is None:
+        training.teacher = _frozen_teacher(training.supernet)
+    trained_ratios = training.schedule.expand_before(index)
+    if trained_ratios is not None:
+        sort_channels(training.supernet, trained_ratios)
+    _start_phase_optimizer(training, index)
 
 
 def _step_settings(config: TrainConfig) -> StepSettings:
@@ -429,6 +493,11 @@ def _train_loader(
 def _restore(training: _Training, state: dict) -> None:
     """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, random streams, guide."""
     training.supernet.load_state_dict(state["model"])
+    if training.schedule is not None:
+        _start_phase_optimizer(training, state["phase"])
+        if state["teacher"] is not None:
+            training.teacher = _frozen_teacher(training.supernet)
+            training.teacher.load_state_dict(state["teacher"])
     training.optimizer.load_state_dict(state["optimizer"])
     training.scheduler.load_state_dict(state["scheduler"])
     set_python_rng_state(training.rng, state["sampler_rng"])
@@ -446,6 +515,8 @@ def _train_epoch(training: _Training, epoch: int, epoch_archs: list[list[Arch]],
     loss of every sandwich slot.
     """
     config, supernet, guide = training.config, training.supernet, training.guide
+    if training.schedule is not None:
+        _enter_phase(training, epoch)
     if guide is not None:
         guide.maybe_refit(epoch, supernet, training.calibration, training.guide_val_loader)
     warming_up = guide is not None and not guide.ready
@@ -453,19 +524,11 @@ def _train_epoch(training: _Training, epoch: int, epoch_archs: list[list[Arch]],
     training.sampler.set_epoch(epoch)
     training.data.train.set_epoch(epoch)
     training.loader_generator.manual_seed(config.seed * 1_000_003 + epoch)
-    ends = [training.space.max_arch(), training.space.min_arch()]
-    sums = np.zeros(config.sampler.num_subnets)
+    sums = np.zeros(_subnets_per_step(training))
     bar = tqdm(total=training.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)
     for images, labels in itertools.islice(training.loader, training.steps_per_epoch):
         images, labels = images.to(training.context.device), labels.to(training.context.device)
-
-        def batch_scorer(images: torch.Tensor = images, labels: torch.Tensor = labels) -> Callable:
-            return loss_scorer(supernet, images, labels, config.optim.label_smoothing, training.context)
-
-        count = config.sampler.num_subnets - 2
-        sampled = training.archs_source.sample(training.rng, count, batch_scorer, scorer, warming_up)
-        archs = [ends[0], *sampled, ends[1]]
-        losses = sandwich_step(supernet, images, labels, archs, training.optimizer, training.settings, training.context)
+        sampled, losses = _step(training, images, labels, scorer, warming_up)
         training.scheduler.step()
         sums += losses
         epoch_archs.append(sampled)
@@ -473,6 +536,38 @@ def _train_epoch(training: _Training, epoch: int, epoch_archs: list[list[Arch]],
         bar.set_postfix(loss_max=f"{losses[0]:.3f}", loss_min=f"{losses[-1]:.3f}")
     bar.close()
     return warming_up, sums
+
+
+def _subnets_per_step(training: _Training) -> int:
+    """Subnets trained per step: the sandwich's ``num_subnets`` or the progressive phase's ``subnets``."""
+    if training.schedule is None:
+        return training.config.sampler.num_subnets
+    return training.schedule.phases[training.phase].subnets
+
+
+def _step(
+    training: _Training,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    scorer: Callable[[Sequence[Arch]], np.ndarray] | None,
+    warming_up: bool,
+) -> tuple[list[Arch], list[float]]:
+    """One optimizer step: the sampled archs it trained (the sandwich's max and min left out) and every loss."""
+    config, supernet, context = training.config, training.supernet, training.context
+    if training.schedule is not None:
+        space = training.schedule.spaces[training.phase]
+        archs = [space.sample(training.rng) for _ in range(_subnets_per_step(training))]
+        kd_ratio = config.progressive.kd_ratio
+        step = (supernet, training.teacher, images, labels, archs, training.optimizer, training.settings, context)
+        return archs, progressive_step(*step, kd_ratio)
+
+    def batch_scorer() -> Callable:
+        return loss_scorer(supernet, images, labels, config.optim.label_smoothing, context)
+
+    count = config.sampler.num_subnets - 2
+    sampled = training.archs_source.sample(training.rng, count, batch_scorer, scorer, warming_up)
+    archs = [training.space.max_arch(), *sampled, training.space.min_arch()]
+    return sampled, sandwich_step(supernet, images, labels, archs, training.optimizer, training.settings, context)
 
 
 def _evaluate_epoch(
@@ -491,11 +586,13 @@ def _evaluate_epoch(
     last = {key: evaluate_arch(supernet, arch, training.calibration, training.val_loader) for key, arch in ends.items()}
     supernet.train()
     means = sums / max(1, len(epoch_archs))
+    sandwich = training.schedule is None
+    sampled = means[1:-1] if sandwich else means  # progressive: every subnet of the step is sampled
     row = {
         "epoch": epoch + 1,
-        "loss_max": round(float(means[0]), 5),
-        "loss_sampled": round(float(means[1:-1].mean()), 5) if len(means) > 2 else "",
-        "loss_min": round(float(means[-1]), 5),
+        "loss_max": round(float(means[0]), 5) if sandwich else "",
+        "loss_sampled": round(float(sampled.mean()), 5) if sampled.size else "",
+        "loss_min": round(float(means[-1]), 5) if sandwich else "",
         "val_acc_max": round(last["max"].accuracy, 5),
         "val_acc_min": round(last["min"].accuracy, 5),
         "val_loss_max": round(last["max"].loss, 5),
@@ -503,10 +600,17 @@ def _evaluate_epoch(
         "lr": round(training.scheduler.get_last_lr()[0], 6),
         "images_per_s": round(len(epoch_archs) * config.data.batch_size / train_seconds, 1),
         "epoch_seconds": round(time.perf_counter() - epoch_started, 2),
-        "sampler": "uniform-warmup" if warming_up else config.sampler.name,
+        "sampler": _sampler_label(training, warming_up),
         "distinct_archs": len({arch for archs in epoch_archs for arch in archs}),
     }
     return row, last
+
+
+def _sampler_label(training: _Training, warming_up: bool) -> str:
+    """What chose the epoch's subnets, for ``metrics.csv``."""
+    if training.schedule is not None:
+        return f"progressive:{training.schedule.phases[training.phase].name}"
+    return "uniform-warmup" if warming_up else training.config.sampler.name
 
 
 def _save_checkpoints(training: _Training, epoch: int, row: dict, improved: bool) -> None:
@@ -528,6 +632,8 @@ def _save_checkpoints(training: _Training, epoch: int, row: dict, improved: bool
         "best_accuracy": training.best_accuracy,
         "guide": guide.state() if guide is not None else None,
         "metrics": row,
+        "phase": training.phase,
+        "teacher": training.teacher.state_dict() if training.teacher is not None else None,
     }
     if improved:
         atomic_save(checkpoint, training.folder.best)
@@ -585,8 +691,13 @@ def _log_epoch(folder: RunFolder, row: dict, epoch_archs: list[list[Arch]], epoc
             if isinstance(value, (int, float)) and key != "epoch":
                 writer.add_scalar(key, value, epoch + 1)
         writer.flush()
+    losses = (
+        f"loss max {row['loss_max']:.3f} min {row['loss_min']:.3f}"
+        if row["loss_max"] != ""
+        else f"loss {row['loss_sampled']:.3f} ({row['sampler']})"
+    )
     message = (
-        f"epoch {row['epoch']:>3}  loss max {row['loss_max']:.3f} min {row['loss_min']:.3f}  "
+        f"epoch {row['epoch']:>3}  {losses}  "
         f"val acc max {row['val_acc_max']:.4f} min {row['val_acc_min']:.4f}  lr {row['lr']:.4f}  "
         f"{row['images_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s"
     )
