@@ -166,13 +166,14 @@ def phase_epochs(weights: Sequence[float], total: int) -> tuple[int, ...]:
     """Split ``total`` epochs in the ratio of ``weights``, every phase at least one (largest remainders)."""
     if total < len(weights):
         raise ValueError(f"epochs ({total}) must be >= the number of progressive phases ({len(weights)})")
-    spare = total - len(weights)
-    shares = [spare * weight / sum(weights) for weight in weights]
-    counts = [math.floor(share) for share in shares]
-    order = sorted(range(len(weights)), key=lambda index: counts[index] - shares[index])
-    for index in order[: spare - sum(counts)]:
-        counts[index] += 1
-    return tuple(count + 1 for count in counts)
+    shares = [total * weight / sum(weights) for weight in weights]
+    counts = [max(1, math.floor(share)) for share in shares]
+    while sum(counts) < total:  # the largest shortfall first
+        counts[max(range(len(counts)), key=lambda index: shares[index] - counts[index])] += 1
+    while sum(counts) > total:  # raised to one: take back from the largest excess that can spare one
+        spare = [index for index in range(len(counts)) if counts[index] > 1]
+        counts[max(spare, key=lambda index: counts[index] - shares[index])] -= 1
+    return tuple(counts)
 
 
 def _default_phases(space: SearchSpace) -> tuple[Phase, ...]:

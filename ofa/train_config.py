@@ -264,7 +264,8 @@ class CalibrationSection:
 class ProgressiveSection:
     """Progressive shrinking (:mod:`ofa.progressive`) instead of the sandwich rule: phases of uniformly sampled
     subnets distilled from the frozen full network of the first phase. ``phases`` null: once-for-all's
-    schedule for the dimensions the space makes elastic. The ``sampler`` section is not used."""
+    schedule for the dimensions the space makes elastic. The ``sampler`` section and ``optim.warmup_epochs`` are not
+    used (each phase has its own warm-up); ``optim.lr`` is the full-network phase's rate."""
 
     enabled: bool = False
     phases: tuple[Phase, ...] | None = None

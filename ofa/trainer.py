@@ -323,6 +323,8 @@ def _prepare(config: TrainConfig, resume: bool) -> _Training:
     """Check the config (and the checkpoint to resume), write the run's header files, build the training."""
     context = init_distributed(config.device)
     space = load_space(config.model.space)
+    progressive = config.progressive
+    schedule = build_schedule(space, progressive.phases, config.epochs) if progressive.enabled else None
     folder = RunFolder(config.run_dir)
     state = _resume_state(config, space, folder) if resume else None
     if not resume and folder.latest.exists():
@@ -332,8 +334,6 @@ def _prepare(config: TrainConfig, resume: bool) -> _Training:
         _check_resume_classes(state, data.num_classes, folder.latest)
     guide = PredictorGuide(config, space, folder.root) if config.guide.enabled else None
     predictor_scorer = _static_predictor_scorer(config, space)
-    progressive = config.progressive
-    schedule = build_schedule(space, progressive.phases, config.epochs) if progressive.enabled else None
     cache = Path(config.out_dir) / ".cache"
     archs_source = None if schedule is not None else _ArchSource(config, space, data.num_classes, cache)
     if context.is_main:

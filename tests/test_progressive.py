@@ -41,13 +41,13 @@ PROGRESSIVE = ("progressive.enabled=true", f"epochs={EPOCHS}", f"max_steps_per_e
 
 def test_phase_epochs_follow_the_weights_and_give_every_phase_one() -> None:
     weights = [phase.epochs for phase in DEFAULT_PHASES]
-    for total in (6, 7, 20, 59, 590):
+    for total in (6, 7, 11, 20, 59, 590, 1000):
         epochs = phase_epochs(weights, total)
         assert sum(epochs) == total and min(epochs) >= 1
-        spare = [count - 1 for count in epochs]
-        exact = [(total - len(weights)) * weight / sum(weights) for weight in weights]
-        assert all(abs(count - share) < 1 for count, share in zip(spare, exact))
-    assert phase_epochs(weights, 596) == (181, 121, 26, 121, 26, 121)  # 590 spare epochs: exactly the weights
+        exact = [total * weight / sum(weights) for weight in weights]
+        assert all(abs(count - share) < 1 for count, share in zip(epochs, exact) if share >= 1)
+    assert phase_epochs(weights, 590) == (180, 120, 25, 120, 25, 120)  # once-for-all's own epochs
+    assert phase_epochs(weights, 6) == (1,) * 6
     with pytest.raises(ValueError, match=r"epochs \(5\) must be >= the number of progressive phases \(6\)"):
         phase_epochs(weights, 5)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ofa.progressive import build_schedule
 from ofa.space import load_space
 from ofa.train_config import load_train_config
 
@@ -31,3 +32,16 @@ def test_real_data_recipe_reads_an_image_folder_with_a_test_split():
     config = load_train_config(ROOT / "configs" / "train" / "cifar10.yaml")
     assert (config.data.name, config.data.augment, config.data.test_fraction) == ("imagefolder", "crop_flip", 0.0)
     assert config.calibration.batches_for(config.data.name) * config.calibration.batch_size >= 2000
+
+
+def test_once_for_all_recipe_runs_the_published_progressive_schedule():
+    config = load_train_config(ROOT / "configs" / "train" / "ofa_mbv3_imagenet.yaml")
+    space = load_space(config.model.space)
+    schedule = build_schedule(space, config.progressive.phases, config.epochs)
+    assert schedule.epochs == (180, 120, 25, 120, 25, 120)
+    rates = [round(config.optim.lr * phase.lr_scale, 2) for phase in schedule.phases]
+    assert rates == [2.6, 0.96, 0.08, 0.24, 0.08, 0.24]
+    assert [phase.subnets for phase in schedule.phases] == [1, 1, 2, 2, 4, 4]
+    assert [round(schedule.warmup_epochs(index)) for index in range(6)] == [5, 5, 0, 5, 0, 5]
+    assert space.kernel_transform and schedule.spaces[-1] == space
+    assert (config.optim.weight_decay, config.model.dropout, config.progressive.kd_ratio) == (3e-5, 0.1, 1.0)
