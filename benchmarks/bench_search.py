@@ -67,14 +67,24 @@ def _shipped_predictor(space: SearchSpace, num_classes: int, seed: int = 0) -> P
 
 
 class _TimedObjective:
-    """A predictor's ``predict`` that records the seconds spent inside it."""
+    """A predictor (scored from archs or from the search's encoding, as the toolkit's search does) that records
+    the seconds spent inside it."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor, self.seconds = predictor, 0.0
+        self.space, self.num_classes = predictor.space, predictor.num_classes
 
-    def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """The predictor's scores of archs, timed."""
         start = time.perf_counter()
         scores = self.predictor.predict(archs)
+        self.seconds += time.perf_counter() - start
+        return scores
+
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """The predictor's scores of encoded archs, timed."""
+        start = time.perf_counter()
+        scores = self.predictor.predict_encoded(encoded)
         self.seconds += time.perf_counter() - start
         return scores
 

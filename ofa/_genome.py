@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa.flops import layout_macs
+from ofa.flops import layout_macs, layout_params
 from ofa.layout import BlockLayout, NetworkLayout, network_layout
 from ofa.space import Arch, SearchSpace, StageSpec
 
@@ -253,13 +253,27 @@ class Genome:
         self._position_input = self.width_columns[self._position_stage]
         self._position_output = self.width_columns[self._position_stage + 1]
 
-        def base_macs(layout: NetworkLayout) -> int:
-            return layout_macs(dataclasses.replace(layout, blocks=()))
+        def base(count: Callable[[NetworkLayout], int]) -> Callable[[NetworkLayout], int]:
+            return lambda layout: count(dataclasses.replace(layout, blocks=()))
 
-        def block_macs(layout: NetworkLayout, block: BlockLayout) -> int:
-            return layout_macs(dataclasses.replace(layout, blocks=(block,))) - base_macs(layout)
+        def block(count: Callable[[NetworkLayout], int]) -> Callable[[NetworkLayout, BlockLayout], int]:
+            return lambda layout, one: count(dataclasses.replace(layout, blocks=(one,))) - base(count)(layout)
 
-        self._mac_tables = self.additive_tables(base_macs, block_macs, np.int64)
+        counts = (layout_macs, layout_params)
+        tables = self._additive_tables([base(c) for c in counts], [block(c) for c in counts], np.int64)
+        self._mac_tables, self._param_tables = tables
+        self._build_features()
+
+    def _build_features(self) -> None:
+        """Value tables and column maps of ``features``: resolution, widths, depths, then per block position
+        its kernel and expand columns interleaved."""
+        self._values = np.zeros((self.columns, int(self.sizes.max())), dtype=np.float64)
+        for column, choices in enumerate(self.choices):
+            self._values[column, : len(choices)] = choices
+        self._head_columns = np.arange(self.depth_columns[-1] + 1)
+        self._feature_slot_columns = np.stack([self._position_kernel, self._position_expand], axis=1).ravel()
+        self._feature_slot_stage = np.repeat(self._position_stage, 2)
+        self._feature_slot_block = np.repeat(self._position_block, 2)
 
     def additive_tables(
         self,
@@ -274,29 +288,39 @@ class Genome:
         kernel size, expand ratio and position (what a block's layout is made of). ``cost(rows, tables)``
         then adds them up for many rows at once.
         """
+        return self._additive_tables([base_value], [block_value], dtype)[0]
+
+    def _additive_tables(
+        self,
+        base_values: Sequence[Callable[[NetworkLayout], float]],
+        block_values: Sequence[Callable[[NetworkLayout, BlockLayout], float]],
+        dtype: type,
+    ) -> list[AdditiveTables]:
+        """The tables of several additive costs, from one pass over the layouts."""
         n_stages = len(self.space.stages)
-        stage_tables = [self._stage_table(s, block_value, dtype) for s in range(n_stages)]
+        stage_tables = [self._stage_table(s, block_values, dtype) for s in range(n_stages)]
         offsets, strides, flat, start = [], [], [], 0
         for s, b in zip(self._position_stage.tolist(), self._position_block.tolist()):
-            part = stage_tables[s][b].ravel()
-            shape = stage_tables[s].shape[1:]
+            part = stage_tables[s][b]  # (*shape, costs)
+            shape = part.shape[:-1]
             offsets.append(start)
             strides.append([int(np.prod(shape[i + 1 :])) for i in range(5)])
-            flat.append(part)
-            start += part.size
-        return AdditiveTables(
-            base=self._base_table(base_value, dtype),
-            flat=np.concatenate(flat),
-            offsets=np.array(offsets, dtype=np.int64),
-            strides=np.array(strides, dtype=np.int64).T,  # (5, positions)
-        )
+            flat.append(part.reshape(-1, part.shape[-1]))
+            start += flat[-1].shape[0]
+        base = self._base_table(base_values, dtype)
+        every = np.concatenate(flat)
+        offsets_array, strides_array = np.array(offsets, dtype=np.int64), np.array(strides, dtype=np.int64).T
+        return [
+            AdditiveTables(base=base[..., k], flat=every[:, k].copy(), offsets=offsets_array, strides=strides_array)
+            for k in range(len(base_values))
+        ]
 
-    def _base_table(self, value: Callable[[NetworkLayout], float], dtype: type) -> np.ndarray:
-        """Stem + head terms, indexed by (resolution, stem width, last stage width, head width)."""
+    def _base_table(self, values: Sequence[Callable[[NetworkLayout], float]], dtype: type) -> np.ndarray:
+        """Stem + head terms, indexed by (resolution, stem width, last stage width, head width, cost)."""
         space, stages = self.space, self.space.stages
         smallest = space.min_arch()
         base_shape = (len(space.resolution), len(space.stem.width), len(stages[-1].width), len(space.head.width))
-        base = np.zeros(base_shape, dtype=dtype)
+        base = np.zeros((*base_shape, len(values)), dtype=dtype)
         for index in itertools.product(*(range(size) for size in base_shape)):
             width = list(smallest.width)
             width[0], width[-2], width[-1] = (
@@ -305,12 +329,15 @@ class Genome:
                 space.head.width[index[3]],
             )
             arch = dataclasses.replace(smallest, resolution=space.resolution[index[0]], width=tuple(width))
-            base[index] = value(network_layout(space, arch, self.num_classes))
+            layout = network_layout(space, arch, self.num_classes)
+            base[index] = [value(layout) for value in values]
         return base
 
-    def _stage_table(self, s: int, value: Callable[[NetworkLayout, BlockLayout], float], dtype: type) -> np.ndarray:
+    def _stage_table(
+        self, s: int, values: Sequence[Callable[[NetworkLayout, BlockLayout], float]], dtype: type
+    ) -> np.ndarray:
         """Terms of stage ``s``'s blocks, indexed by (block, resolution, input width, output width, kernel,
-        expand); every block slot up to the largest depth of any stage."""
+        expand, cost); every block slot up to the largest depth of any stage."""
         space, stage = self.space, self.space.stages[s]
         smallest = space.min_arch()
         max_depth = max(max(other.depth) for other in space.stages)
@@ -322,7 +349,7 @@ class Genome:
             len(stage.kernel_size),
             len(stage.expand_ratio),
         )
-        table = np.zeros((max_depth, *shape), dtype=dtype)
+        table = np.zeros((max_depth, *shape, len(values)), dtype=dtype)
         for index in itertools.product(*(range(size) for size in shape)):
             width = list(smallest.width)
             width[s], width[s + 1] = input_widths[index[1]], stage.width[index[2]]
@@ -335,7 +362,7 @@ class Genome:
             layout = network_layout(space, arch, self.num_classes)
             for block in layout.blocks:
                 if block.stage == s:
-                    table[(block.index, *index)] = value(layout, block)
+                    table[(block.index, *index)] = [value(layout, block) for value in values]
         return table
 
     def cost(self, rows: np.ndarray, tables: AdditiveTables) -> np.ndarray:
@@ -357,6 +384,21 @@ class Genome:
     def macs(self, rows: np.ndarray) -> np.ndarray:
         """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""
         return self.cost(rows, self._mac_tables)
+
+    def params(self, rows: np.ndarray) -> np.ndarray:
+        """Exact parameter counts of canonical rows (int64), as ``ofa.flops.count_params_many`` counts them."""
+        return self.cost(rows, self._param_tables)
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """The accuracy predictors' encoding of canonical rows (``predictors.encoding.encode`` with derived
+        costs, float64): the choice values, 0 in the kernel and expand slots of inactive blocks, then MMACs and
+        millions of parameters."""
+        head = self._values[self._head_columns, rows[:, self._head_columns]]
+        slots = self._values[self._feature_slot_columns, rows[:, self._feature_slot_columns]]
+        slots *= self.depths(rows)[:, self._feature_slot_stage] > self._feature_slot_block
+        macs = self.macs(rows).astype(np.float64) / MACS_PER_MMAC
+        params = self.params(rows).astype(np.float64) / MACS_PER_MMAC
+        return np.column_stack([head, slots, macs, params])
 
     def mmacs(self, rows: np.ndarray) -> np.ndarray:
         """MMACs of canonical rows (float64)."""

@@ -276,9 +276,7 @@ def search_run(
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
     axis = mac_axis(run.space, run.num_classes) if latency is None else latency_axis(latency)
-    result = search_budgets(
-        run.space, predictor.predict, budgets, settings, run.num_classes, strategy, per_budget, latency
-    )
+    result = search_budgets(run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, latency)
     measurements: list[int] = []
     chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis)
     summary = {
@@ -517,7 +515,7 @@ def query_run(
     axis = mac_axis(space, num_classes) if latency is None else latency_axis(latency)
     budget_value = axis.check(budget)
     predictor = find_predictor(run_dir, space, predictor_path, num_classes=num_classes)
-    result = evolutionary_search(space, predictor.predict, budget_value, settings, num_classes, latency)
+    result = evolutionary_search(space, predictor, budget_value, settings, num_classes, latency)
     saved = _saved_choices(run_dir, space, axis)
     best_arch, best_predicted = result.best_arch, result.best_score
     if saved:

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUDGET_FORMS",
+    "EncodedObjective",
     "MultiBudgetResult",
     "Objective",
     "SearchResult",
@@ -61,8 +62,27 @@ __all__ = [
     "smallest_mmacs",
 ]
 
-Objective = Callable[[Sequence[Arch]], np.ndarray]
-"""Scores a batch of archs (higher is better), e.g. a fitted accuracy predictor's ``predict``."""
+
+@runtime_checkable
+class EncodedObjective(Protocol):
+    """A predictor the search can also score from its own arrays, without making arch objects: the
+    predictors' encoding (``predictors.encoding.encode``, derived costs) is computed from the genome rows."""
+
+    space: SearchSpace
+    num_classes: int
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Scores of archs (higher is better)."""
+        ...
+
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Scores of encoded archs."""
+        ...
+
+
+Objective = Callable[[Sequence[Arch]], np.ndarray] | EncodedObjective
+"""Scores a batch of archs (higher is better): a callable, or a fitted accuracy predictor (scored from the
+search's arrays when it is of the searched space and class count)."""
 
 STRATEGIES = ("evolution", "random", "rl")
 PARENT_SELECTIONS = ("top", "front")
@@ -288,6 +308,11 @@ class _Scorer:
     ) -> None:
         self.genome = Genome(space, num_classes)
         self.cost = _cost(self.genome, latency)
+        self.encoded: Callable[[np.ndarray], np.ndarray] | None = None
+        if isinstance(objective, EncodedObjective):
+            if objective.space == space and objective.num_classes == num_classes:
+                self.encoded = objective.predict_encoded
+            objective = objective.predict
         self.objective = objective
         self.archs: dict[bytes, Arch] = {}
         self.scores: dict[bytes, float] = {}
@@ -298,7 +323,10 @@ class _Scorer:
         missing = [i for i, key in enumerate(keys) if key not in self.scores]
         if missing:
             archs = self.genome.decode(rows[missing])
-            values = np.asarray(self.objective(archs), dtype=np.float64).reshape(-1)
+            scored = (
+                self.objective(archs) if self.encoded is None else self.encoded(self.genome.features(rows[missing]))
+            )
+            values = np.asarray(scored, dtype=np.float64).reshape(-1)
             if values.size != len(archs):
                 raise ValueError(f"the objective returned {values.size} scores for {len(archs)} archs")
             if not np.isfinite(values).all():
@@ -541,8 +569,10 @@ def _checked_inputs(
     """The budgets in MMACs (ms with ``latency``), after checking every input (nothing runs before this)."""
     if not isinstance(space, SearchSpace):
         raise ValueError(f"space: expected a SearchSpace (see ofa.space.load_space), got {type(space).__name__}")
-    if not callable(objective):
-        raise ValueError(f"objective must be callable (archs -> scores), got {type(objective).__name__}")
+    if not callable(objective) and not isinstance(objective, EncodedObjective):
+        raise ValueError(
+            f"objective must be callable (archs -> scores) or a fitted predictor, got {type(objective).__name__}"
+        )
     _check_int("num_classes", num_classes, 1, 10**9)
     if latency is None:
         return [check_budget(space, budget, num_classes) for budget in budgets]

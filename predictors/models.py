@@ -99,6 +99,10 @@ class Predictor(Protocol):
         """Predicted scores (float64, one per arch)."""
         ...
 
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Predicted scores of encoded archs (``predictors.encoding.encode``, derived costs)."""
+        ...
+
     def save(self, path: str | Path) -> None:
         """Write the predictor to a JSON file atomically."""
         ...
@@ -209,6 +213,15 @@ class _FilePredictor:
         """The encoded archs this predictor sees."""
         return encode(self.space, archs, derived=True, num_classes=self.num_classes)
 
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Predicted scores (float64, one per arch)."""
+        return self.predict_encoded(encode(self.space, archs, derived=True, num_classes=self.num_classes))
+
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Predicted scores of archs already encoded (``predictors.encoding.encode`` with derived costs and
+        this predictor's ``num_classes``; the search computes it from its own arrays)."""
+        raise NotImplementedError
+
     def _payload(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -247,6 +260,11 @@ class CostPredictor(_FilePredictor):
         """MACs (``macs``) or parameters (``params``) of each arch, as float64."""
         count = count_macs_many if self.model == "macs" else count_params_many
         return count(self.space, archs, num_classes=self.num_classes).astype(np.float64)
+
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """MACs or parameters from the encoding's millions (exact: the counts are integers)."""
+        column = -2 if self.model == "macs" else -1
+        return np.round(encoded[:, column] * 1e6)
 
     def _payload(self) -> dict[str, Any]:
         return {}
@@ -346,11 +364,11 @@ class LightGBMPredictor(_FilePredictor):
         self._shrinkage = shrinkage
         return self
 
-    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Predicted scores: the members' mean of base + trees, shrunk towards the anchor."""
         if not self._members:
             raise ValueError(f"predictor {self.name!r} is not fitted; call fit first")
-        features = self.features(archs)
+        features = encoded
         if self._shrinkage == 0.0:  # the MACs fit alone: the members would be multiplied by zero
             return _linear_base_predict(self._anchor, features)
         average = self._members_predict(self._members, features)
@@ -464,11 +482,12 @@ class SklearnPredictor(_FilePredictor):
         self._train_targets = values.copy()
         return self
 
-    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Predicted scores."""
         if self._estimator is None:
             raise ValueError(f"predictor {self.name!r} is not fitted; call fit first")
-        return np.asarray(self._estimator.predict(self.features(archs)), dtype=np.float64).ravel()
+        inputs = _log_costs(encoded) if self.model in STANDARDISED_MODELS else encoded
+        return np.asarray(self._estimator.predict(inputs), dtype=np.float64).ravel()
 
     def _payload(self) -> dict[str, Any]:
         if self._estimator is None:

@@ -103,3 +103,15 @@ def test_an_arch_with_a_value_outside_the_space_is_refused(derived: bool) -> Non
     for arch, field in ((wrong_width, r"arch\.width\[0\]"), (wrong_kernel, r"arch\.kernel_size")):
         with pytest.raises(ValueError, match=field):
             encode(tiny, [tiny.min_arch(), arch], derived=derived)
+
+
+@pytest.mark.parametrize("num_classes", [10, 1000])
+def test_genome_features_are_the_encoding(space, num_classes):
+    """The search scores predictors from its own rows; they must see exactly what ``encode`` gives them."""
+    from ofa._genome import Genome
+
+    genome = Genome(space, num_classes)
+    archs = _archs(space, count=60, seed=num_classes)
+    rows = genome.encode(archs)
+    assert np.array_equal(genome.features(rows), encode(space, archs, derived=True, num_classes=num_classes))
+    assert np.array_equal(genome.params(rows), count_params_many(space, archs, num_classes))

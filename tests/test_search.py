@@ -361,3 +361,20 @@ def test_evolution_front_reaches_enumerated_front(reference_front: tuple, select
     assert evolution.num_evaluations <= 100_000 / 20  # far fewer evaluations
     assert evolution_ratio >= 0.99
     assert evolution_ratio >= random_ratio - 1e-3
+
+
+@pytest.mark.parametrize("model", ["lightgbm", "ridge", "macs"])
+def test_a_predictor_scored_from_rows_gives_the_same_search_as_its_predict(model: str) -> None:
+    from predictors.models import create_predictor
+
+    space = load_space("tiny")
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(60)]
+    predictor = create_predictor(model, space, seed=0, num_classes=10).fit(archs, synthetic_accuracy(archs))
+    settings = SearchSettings(population=30, generations=8, seed=1)
+    from_rows = evolutionary_search(space, predictor, 3.0, settings, 10)
+    from_archs = evolutionary_search(space, predictor.predict, 3.0, settings, 10)
+    assert from_rows.archs == from_archs.archs
+    assert np.allclose(from_rows.scores, from_archs.scores, rtol=1e-12, atol=0.0)
+    other_classes = evolutionary_search(space, predictor, 3.0, settings, 100)  # its own encoding: through predict
+    assert other_classes.archs == evolutionary_search(space, predictor.predict, 3.0, settings, 100).archs
