@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa.flops import layout_macs, layout_params
+from ofa.flops import block_macs, block_params, layout_macs, layout_params
 from ofa.layout import BlockLayout, NetworkLayout, network_layout
 from ofa.space import Arch, SearchSpace, StageSpec
 
@@ -256,11 +256,11 @@ class Genome:
         def base(count: Callable[[NetworkLayout], int]) -> Callable[[NetworkLayout], int]:
             return lambda layout: count(dataclasses.replace(layout, blocks=()))
 
-        def block(count: Callable[[NetworkLayout], int]) -> Callable[[NetworkLayout, BlockLayout], int]:
-            return lambda layout, one: count(dataclasses.replace(layout, blocks=(one,))) - base(count)(layout)
+        def block(count: Callable[[BlockLayout], int]) -> Callable[[NetworkLayout, BlockLayout], int]:
+            return lambda layout, one: count(one)
 
-        counts = (layout_macs, layout_params)
-        tables = self._additive_tables([base(c) for c in counts], [block(c) for c in counts], np.int64)
+        bases, blocks = [base(layout_macs), base(layout_params)], [block(block_macs), block(block_params)]
+        tables = self._additive_tables(bases, blocks, np.int64)
         self._mac_tables, self._param_tables = tables
         self._build_features()
 

@@ -37,6 +37,8 @@ from ofa.space import Arch, SearchSpace, make_divisible
 
 __all__ = [
     "DEFAULT_NUM_CLASSES",
+    "block_macs",
+    "block_params",
     "count_macs",
     "count_macs_many",
     "count_params",
@@ -61,7 +63,8 @@ def _stem_params(stem: StemLayout) -> int:
     return stem.in_channels * stem.out_channels * stem.kernel_size**2 + 2 * stem.out_channels
 
 
-def _block_macs(block: BlockLayout) -> int:
+def block_macs(block: BlockLayout) -> int:
+    """MACs of one inverted-residual block of a layout."""
     area_in, area_out = block.input_size**2, block.output_size**2
     total = 0
     if block.has_expand:
@@ -74,7 +77,8 @@ def _block_macs(block: BlockLayout) -> int:
     return total
 
 
-def _block_params(block: BlockLayout) -> int:
+def block_params(block: BlockLayout) -> int:
+    """Trainable parameters of one inverted-residual block of a layout."""
     mid, se = block.mid_channels, block.se_channels
     total = 0
     if block.has_expand:
@@ -101,13 +105,13 @@ def _head_params(head: HeadLayout) -> int:
 
 def layout_macs(layout: NetworkLayout) -> int:
     """MACs of a network layout."""
-    total = _stem_macs(layout.stem) + sum(_block_macs(block) for block in layout.blocks)
+    total = _stem_macs(layout.stem) + sum(block_macs(block) for block in layout.blocks)
     return total + _head_macs(layout.head) + layout.head.out_channels * layout.num_classes
 
 
 def layout_params(layout: NetworkLayout) -> int:
     """Trainable parameters of a network layout (conv and linear weights, biases, BN affine)."""
-    total = _stem_params(layout.stem) + sum(_block_params(block) for block in layout.blocks)
+    total = _stem_params(layout.stem) + sum(block_params(block) for block in layout.blocks)
     return total + _head_params(layout.head) + layout.head.out_channels * layout.num_classes + layout.num_classes
 
 
@@ -132,8 +136,8 @@ class _Plan:
         self.depths = tuple(frozenset(stage.depth) for stage in space.stages)
         self.macs: dict[int, _Tables] = {}
         for resolution in space.resolution:
-            self.macs[resolution] = _tables(space, resolution, _stem_macs, _block_macs, _head_macs)
-        params = _tables(space, space.resolution[0], _stem_params, _block_params, _head_params)
+            self.macs[resolution] = _tables(space, resolution, _stem_macs, block_macs, _head_macs)
+        params = _tables(space, space.resolution[0], _stem_params, block_params, _head_params)
         self.params: dict[int, _Tables] = dict.fromkeys(space.resolution, params)
 
 

@@ -64,6 +64,7 @@ from predictors.registry import (
     STANDARDISED_MODELS,
     PredictorSpec,
 )
+from predictors.tree_arrays import TreeArrays, compile_boosters
 
 __all__ = [
     "DEFAULT_PREDICTOR",
@@ -293,6 +294,7 @@ class LightGBMPredictor(_FilePredictor):
         if isinstance(grid, str) or not grid or any(not 0.0 <= float(value) <= 1.0 for value in grid):
             raise ValueError(f"shrinkage_grid {grid!r}: give one or more factors in [0, 1]")
         self._members: list[tuple[dict[str, Any], lightgbm.Booster]] = []
+        self._trees: TreeArrays | None = None  # every member's trees as arrays (None: LightGBM predicts)
         self._anchor: dict[str, Any] = {"kind": "none"}
         self._shrinkage = 1.0
 
@@ -360,6 +362,7 @@ class LightGBMPredictor(_FilePredictor):
         features = self.features(archs)
         shrinkage = self._choose_shrinkage(features, values)
         self._members = self._fit_members(features, values)
+        self._trees = compile_boosters([booster for _, booster in self._members])
         self._anchor = _fit_linear_base("log_macs", features, values, ()) if shrinkage < 1.0 else {"kind": "none"}
         self._shrinkage = shrinkage
         return self
@@ -371,7 +374,11 @@ class LightGBMPredictor(_FilePredictor):
         features = encoded
         if self._shrinkage == 0.0:  # the MACs fit alone: the members would be multiplied by zero
             return _linear_base_predict(self._anchor, features)
-        average = self._members_predict(self._members, features)
+        if self._trees is None:
+            average = self._members_predict(self._members, features)
+        else:
+            bases = sum(_linear_base_predict(base, features) for base, _ in self._members)
+            average = (bases + self._trees.predict(features)) / len(self._members)
         if self._shrinkage == 1.0:
             return average
         anchor = _linear_base_predict(self._anchor, features)
@@ -398,6 +405,7 @@ class LightGBMPredictor(_FilePredictor):
             (dict(member["linear_base"]), lightgbm.Booster(model_str=member["model_text"]))
             for member in payload["members"]
         ]
+        self._trees = compile_boosters([booster for _, booster in self._members])
         self._anchor = dict(payload["anchor"])
         self._shrinkage = float(payload["shrinkage"])
 

@@ -17,6 +17,7 @@ from predictors.models import (
     LightGBMPredictor,
     Predictor,
     _checksum,
+    _linear_base_predict,
     choose_shrinkage,
     create_predictor,
     load_predictor,
@@ -264,3 +265,46 @@ def test_a_predictor_shrunk_to_the_macs_fit_ranks_by_macs(space, synthetic, tmp_
     assert kendall_tau(predicted, macs) == pytest.approx(1.0)  # rank by MACs exactly, trees unused
     predictor.save(tmp_path / "shrunk.json")
     np.testing.assert_array_equal(load_predictor(tmp_path / "shrunk.json", space).predict(archs[600:]), predicted)
+
+
+def test_compiled_trees_predict_what_lightgbm_predicts() -> None:
+    """The default predictor scores from numpy arrays of its trees; they must agree with LightGBM itself."""
+    import lightgbm
+
+    from predictors.tree_arrays import compile_boosters
+
+    space = load_space("tiny")
+    rng = random.Random(3)
+    archs = [space.sample(rng) for _ in range(120)]
+    features = encode(space, archs, derived=True, num_classes=10)
+    targets = features[:, -2] ** 0.5 + 0.1 * features[:, 0] * (features[:, 5] > 2)
+    params = {"num_leaves": 5, "min_data_in_leaf": 2, "verbose": -1, "num_threads": 1, "deterministic": True}
+    booster = lightgbm.train(params, lightgbm.Dataset(features, label=targets), num_boost_round=60)
+    stump = lightgbm.train({**params, "min_data_in_leaf": 1000}, lightgbm.Dataset(features, label=targets), 3)
+    held = encode(space, [space.sample(rng) for _ in range(200)], derived=True, num_classes=10)
+    for boosters in ([booster], [booster, stump]):
+        compiled = compile_boosters(boosters)
+        assert compiled is not None
+        expected = sum(np.asarray(b.predict(held, num_threads=1)) for b in boosters)
+        assert np.allclose(compiled.predict(held), expected, rtol=0, atol=1e-12)
+    large = lightgbm.train({**params, "num_leaves": 31}, lightgbm.Dataset(features, label=targets), 5)
+    assert compile_boosters([large]) is None  # more than MAX_SPLITS splits: LightGBM predicts
+    zeros = lightgbm.train({**params, "zero_as_missing": True}, lightgbm.Dataset(features, label=targets), 5)
+    assert compile_boosters([zeros]) is None
+
+
+def test_default_predictor_agrees_with_its_boosters() -> None:
+    space = load_space("tiny")
+    rng = random.Random(4)
+    archs = [space.sample(rng) for _ in range(80)]
+    predictor = create_predictor("lightgbm", space, seed=0, num_classes=10)
+    predictor.fit(archs, encode(space, archs, derived=True, num_classes=10)[:, -2] ** 0.5)
+    held = [space.sample(rng) for _ in range(100)]
+    features = predictor.features(held)
+    assert predictor._trees is not None
+    direct = LightGBMPredictor._members_predict(predictor._members, features)  # LightGBM's own predict
+    if predictor.shrinkage < 1.0:
+        anchor = _linear_base_predict(predictor._anchor, features)
+        direct = anchor + predictor.shrinkage * (direct - anchor)
+    expected = direct
+    assert np.allclose(predictor.predict(held), expected, rtol=0, atol=1e-12)
