@@ -17,14 +17,16 @@ White et al., 2021). Feature order, stable for a given space:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 
-from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params_many
+from ofa._genome import Genome
+from ofa.flops import DEFAULT_NUM_CLASSES
 from ofa.space import Arch, SearchSpace
 
-__all__ = ["encode", "feature_names"]
+__all__ = ["encode", "feature_names", "genome_of"]
 
 
 def feature_names(space: SearchSpace, derived: bool = True) -> list[str]:
@@ -41,29 +43,23 @@ def feature_names(space: SearchSpace, derived: bool = True) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=16)
+def genome_of(space: SearchSpace, num_classes: int) -> Genome:
+    """The index-row encoding of ``space`` (its cost tables are built once per space and class count)."""
+    return Genome(space, num_classes)
+
+
 def encode(
     space: SearchSpace, archs: Sequence[Arch], derived: bool = True, num_classes: int = DEFAULT_NUM_CLASSES
 ) -> np.ndarray:
     """Encode archs of ``space`` as a float64 array of shape (len(archs), len(feature_names(space, derived))).
 
+    The archs become the search's index rows (``ofa._genome.Genome.encode``, which validates them) and the
+    rows the features (``Genome.features``): the search scores predictors from its rows with no second encoder.
+
     Raises:
         ValueError: an arch does not belong to ``space``.
     """
-    slots = [max(stage.depth) for stage in space.stages]
-    n_features = len(feature_names(space, derived=False))
-    if derived:  # counting validates every arch (an invalid one raises), so the loop below need not
-        macs = count_macs_many(space, archs, num_classes=num_classes).astype(np.float64) / 1e6
-        params = count_params_many(space, archs, num_classes=num_classes).astype(np.float64) / 1e6
-    rows = np.zeros((len(archs), n_features), dtype=np.float64)
-    for row, arch in enumerate(archs):
-        if not derived:
-            space.validate(arch)
-        values: list[float] = [arch.resolution, *arch.width, *arch.depth]
-        for kernels, expands, slot_count in zip(arch.kernel_size, arch.expand_ratio, slots):
-            for kernel, expand in zip(kernels, expands):
-                values += (kernel, expand)
-            values += (0, 0) * (slot_count - len(kernels))
-        rows[row] = values
-    if not derived:
-        return rows
-    return np.column_stack([rows, macs, params]) if len(archs) else np.zeros((0, n_features + 2))
+    genome = genome_of(space, num_classes)
+    features = genome.features(genome.encode(archs))
+    return features if derived else features[:, :-2]

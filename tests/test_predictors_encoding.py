@@ -8,7 +8,7 @@ import pytest
 
 from ofa.flops import count_macs_many, count_params_many
 from ofa.space import load_space
-from predictors.encoding import encode, feature_names
+from predictors.encoding import encode, feature_names, genome_of
 
 SPACES = ("tiny", "attentivenas", "ofa_mbv3")
 
@@ -106,12 +106,13 @@ def test_an_arch_with_a_value_outside_the_space_is_refused(derived: bool) -> Non
 
 
 @pytest.mark.parametrize("num_classes", [10, 1000])
-def test_genome_features_are_the_encoding(space, num_classes):
-    """The search scores predictors from its own rows; they must see exactly what ``encode`` gives them."""
-    from ofa._genome import Genome
-
-    genome = Genome(space, num_classes)
+def test_costs_from_the_search_rows_are_the_counters_exactly(space, num_classes):
+    """The encoding's costs come from the search's tables; the per-arch counter is the independent check."""
+    genome = genome_of(space, num_classes)
     archs = _archs(space, count=60, seed=num_classes)
     rows = genome.encode(archs)
-    assert np.array_equal(genome.features(rows), encode(space, archs, derived=True, num_classes=num_classes))
+    assert np.array_equal(genome.macs(rows), count_macs_many(space, archs, num_classes))
     assert np.array_equal(genome.params(rows), count_params_many(space, archs, num_classes))
+    features = encode(space, archs, num_classes=num_classes)
+    assert np.array_equal(features[:, -2], count_macs_many(space, archs, num_classes) / 1e6)
+    assert genome_of(space, num_classes) is genome  # built once per space and class count
