@@ -178,11 +178,25 @@ def sandwich_step(
                 loss = (1 - settings.distill_label_weight) * loss + settings.distill_label_weight * labelled
         loss.backward()
         losses.append(loss.detach())
+    names = [f"the {_slot_name(slot, len(archs))} subnet" for slot in range(len(archs))]
+    return _apply_step(supernet, losses, names, optimizer, settings, context)
+
+
+def _apply_step(
+    supernet: Supernet,
+    losses: list[torch.Tensor],
+    names: Sequence[str],
+    optimizer: torch.optim.Optimizer,
+    settings: StepSettings,
+    context: DistributedContext,
+) -> list[float]:
+    """Average the losses and gradients over ranks, stop on a non-finite loss (named by ``names``) before
+    the weights change, clip, step; returns the averaged losses."""
     # every rank sees the same losses, so all of them stop together when one diverges
     values = context.all_reduce_mean(torch.stack(losses)).tolist()
-    for slot, value in enumerate(values):
+    for name, value in zip(names, values):
         if not math.isfinite(value):
-            raise TrainingDivergedError(f"the loss of the {_slot_name(slot, len(archs))} subnet is {value}")
+            raise TrainingDivergedError(f"the loss of {name} is {value}")
     context.all_reduce_gradients(supernet)
     if settings.grad_clip_value > 0:
         nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
@@ -225,15 +239,8 @@ def progressive_step(
                 )
         loss.backward()
         losses.append(loss.detach())
-    values = context.all_reduce_mean(torch.stack(losses)).tolist()
-    for slot, value in enumerate(values):
-        if not math.isfinite(value):
-            raise TrainingDivergedError(f"the loss of sampled subnet #{slot + 1} is {value}")
-    context.all_reduce_gradients(supernet)
-    if settings.grad_clip_value > 0:
-        nn.utils.clip_grad_value_(supernet.parameters(), settings.grad_clip_value)
-    optimizer.step()
-    return values
+    names = [f"sampled subnet #{slot + 1}" for slot in range(len(archs))]
+    return _apply_step(supernet, losses, names, optimizer, settings, context)
 
 
 def _teacher_targets(teacher: Supernet, images: torch.Tensor, settings: StepSettings) -> torch.Tensor:
