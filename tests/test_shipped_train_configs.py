@@ -45,3 +45,15 @@ def test_once_for_all_recipe_runs_the_published_progressive_schedule():
     assert [round(schedule.warmup_epochs(index)) for index in range(6)] == [5, 5, 0, 5, 0, 5]
     assert space.kernel_transform and schedule.spaces[-1] == space
     assert (config.optim.weight_decay, config.model.dropout, config.progressive.kd_ratio) == (3e-5, 0.1, 1.0)
+
+
+def test_progressive_real_data_recipe_has_the_sandwich_recipes_compute():
+    from dataclasses import replace
+
+    from ofa.compare import at_equal_compute
+
+    progressive = load_train_config(ROOT / "configs" / "train" / "cifar10_progressive.yaml")
+    sandwich = load_train_config(ROOT / "configs" / "train" / "cifar10.yaml")
+    assert at_equal_compute(replace(progressive, epochs=sandwich.epochs)).epochs == progressive.epochs
+    for key in ("data", "model", "optim", "calibration"):
+        assert getattr(progressive, key) == getattr(sandwich, key)
