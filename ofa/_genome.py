@@ -193,6 +193,29 @@ class Genome:
     def _slot_activity(self, rows: np.ndarray) -> np.ndarray:
         return self.depths(rows)[:, self._slot_stage] > self._slot_block
 
+    def active_columns(self, rows: np.ndarray) -> np.ndarray:
+        """Which columns of each row are choices of the arch (the slots of inactive blocks are not)."""
+        active = np.ones(rows.shape, dtype=bool)
+        if self.slots > 1:
+            active[:, self._slots] = self._slot_activity(rows)
+        return active
+
+    @property
+    def depth_values(self) -> np.ndarray:
+        """Per stage, its depth choices (padded with 0 to the longest list)."""
+        return self._depth_table
+
+    @property
+    def mac_tables(self) -> AdditiveTables:
+        """The MAC tables ``macs`` adds up."""
+        return self._mac_tables
+
+    @property
+    def block_positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per block position of the additive tables: its stage, its index in the stage, and the genome columns
+        of its kernel size and expand ratio."""
+        return self._position_stage, self._position_block, self._position_kernel, self._position_expand
+
     def canonical(self, rows: np.ndarray) -> np.ndarray:
         """Rows with the slots of inactive blocks set to 0 (in place; returned)."""
         if self.slots > 1:

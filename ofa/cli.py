@@ -259,10 +259,10 @@ def _add_search_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--strategy",
-        choices=("evolution", "random", "rl"),
+        choices=("evolution", "random", "rl", "dnas"),
         default="evolution",
         help="evolution (default), random or rl (LSTM controller): rl and random score as many distinct archs "
-        "per budget as evolution",
+        "per budget as evolution; dnas: differentiable search over the supernet on the val split (MAC budgets)",
     )
     parser.add_argument("--max-queries", type=int, help="at most this many predictor queries per budget")
     parser.set_defaults(handler=_command_search)

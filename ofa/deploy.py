@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from ofa.evaluate import Evaluation
     from ofa.latency_models import LatencyEstimator
+    from ofa.search_dnas import DnasSearch
     from predictors.models import Predictor
 
 __all__ = [
@@ -221,7 +222,8 @@ def _measured(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float, floa
 
 class MeasurableRun(Protocol):
     """What search needs from a run: where it lives, its space and classes, and a measurement of an arch
-    inside the supernet (BN recalibrated) on ``val`` or ``test``."""
+    inside the supernet (BN recalibrated) on ``val`` or ``test`` (strategy ``dnas`` also reads its ``supernet``
+    and ``val_loader``, as :class:`ofa.runs.LoadedRun` has them)."""
 
     run_dir: Path
     space: SearchSpace
@@ -262,7 +264,9 @@ def search_run(
         finalists: candidates per budget evaluated for real on val.
         progress: show a progress bar.
         plot: also draw ``pareto.png``.
-        strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores).
+        strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores),
+            or ``dnas``: differentiable search over the supernet's weights on the val split (``run`` must hold
+            the supernet and its val batches, as a loaded run does); its finalists are its most probable subnets.
         max_queries: at most this many predictor queries per budget (evolution: fewer generations).
         latency: a latency estimator: budgets are latencies (ms) of its estimate, written to ``pareto-latency.*``.
 
@@ -276,7 +280,10 @@ def search_run(
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
     axis = mac_axis(run.space, run.num_classes) if latency is None else latency_axis(latency)
-    result = search_budgets(run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, latency)
+    dnas = _dnas_search(run) if strategy == "dnas" else None
+    result = search_budgets(
+        run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, latency, dnas
+    )
     measurements: list[int] = []
     chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis)
     summary = {
@@ -317,6 +324,28 @@ def _write_search(
         figure.savefig(folder.search_result(axis.file_stem, "png"), dpi=120)
 
 
+DNAS_BATCH = 64  # images per differentiable-search step
+
+
+def _dnas_search(run: MeasurableRun) -> DnasSearch:
+    """The supernet and the run's val images in batches of ``DNAS_BATCH`` (where the finalists are judged)."""
+    import torch
+
+    from ofa.search_dnas import DnasSearch
+
+    if not hasattr(run, "supernet") or not hasattr(run, "val_loader"):
+        raise ValueError(
+            f"strategy 'dnas' searches inside the supernet: {type(run).__name__} holds no supernet and val batches"
+        )
+    images, labels = zip(*run.val_loader)
+    images, labels = torch.cat(images), torch.cat(labels)
+    batches = [
+        (images[start : start + DNAS_BATCH], labels[start : start + DNAS_BATCH])
+        for start in range(0, len(labels) - DNAS_BATCH + 1, DNAS_BATCH)
+    ] or [(images, labels)]
+    return DnasSearch(run.supernet, batches)
+
+
 def capped_settings(
     settings: SearchSettings, strategy: str, max_queries: int | None
 ) -> tuple[SearchSettings, int | None]:
@@ -325,6 +354,8 @@ def capped_settings(
         return settings, None
     if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
         raise ValueError(f"max_queries must be an integer >= 1, got {max_queries!r}")
+    if strategy == "dnas":
+        raise ValueError(f"max_queries {max_queries}: dnas makes no predictor queries (it searches the supernet)")
     if strategy != "evolution":
         return settings, max_queries
     generations = max_queries // settings.population - 1
@@ -450,7 +481,8 @@ def pareto_figure(
         axis.scatter(costs, accuracies, s=8, color="0.55", label="measured archs (val)")
         front = pareto_front(costs, accuracies)
         axis.plot(costs[front], accuracies[front], color="0.4", lw=1, label="measured front (val)")
-    axis.plot(result.front_costs, result.front_scores, color="tab:blue", lw=1, label="predicted front (search)")
+    if result.results[0].strategy != "dnas":  # dnas scores are log-probabilities, not predicted accuracies
+        axis.plot(result.front_costs, result.front_scores, color="tab:blue", lw=1, label="predicted front (search)")
     axis.scatter(
         [subnet.mmacs if subnet.latency_ms is None else subnet.latency_ms for subnet in chosen],
         [subnet.val_acc for subnet in chosen],

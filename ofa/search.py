@@ -43,6 +43,7 @@ from ofa.space import Arch, SearchSpace
 
 if TYPE_CHECKING:
     from ofa.latency_models import LatencyEstimator
+    from ofa.search_dnas import DnasSearch
 
 __all__ = [
     "BUDGET_FORMS",
@@ -84,7 +85,7 @@ Objective = Callable[[Sequence[Arch]], np.ndarray] | EncodedObjective
 """Scores a batch of archs (higher is better): a callable, or a fitted accuracy predictor (scored from the
 search's arrays when it is of the searched space and class count)."""
 
-STRATEGIES = ("evolution", "random", "rl")
+STRATEGIES = ("evolution", "random", "rl", "dnas")
 PARENT_SELECTIONS = ("top", "front")
 RANDOM_DRAWS_PER_EVALUATION = 100
 
@@ -166,7 +167,7 @@ class SearchResult:
     """The outcome of one search under one budget.
 
     Attributes:
-        strategy: ``evolution``, ``random`` or ``rl``.
+        strategy: ``evolution``, ``random``, ``rl`` or ``dnas``.
         budget: the budget in MMACs (or ms for a latency search).
         best_arch: the highest-scoring arch within the budget (ties: the cheaper, then the first found).
         best_cost: its MMACs (or estimated ms).
@@ -177,7 +178,7 @@ class SearchResult:
         num_evaluations: ``len(archs)``: distinct archs scored by this search.
         history: best score after the initial population and after each generation (fewer entries when a
             generation found no new arch within the budget and the search stopped); random search: after
-            every 100 evaluations and at the end.
+            every 100 evaluations and at the end; dnas: the expected MMACs after every step.
         wall_time: seconds.
         seed: the seed used.
         unit: what costs are: ``mmacs`` or ``latency_ms``.
@@ -196,6 +197,7 @@ class SearchResult:
     wall_time: float
     seed: int
     unit: str = "mmacs"
+    memory_mib: float | None = None  # dnas: growth of the process's peak memory during the search
 
     def front(self) -> np.ndarray:
         """Indices of the non-dominated evaluated archs, by increasing cost."""
@@ -214,6 +216,7 @@ class SearchResult:
             "num_evaluations": self.num_evaluations,
             "history": [float(value) for value in self.history],
             "wall_time": self.wall_time,
+            **({} if self.memory_mib is None else {"memory_mib": self.memory_mib}),
             "seed": self.seed,
             "top": [_point(self.archs[i], self.costs[i], self.scores[i], self.unit) for i in self.top(top)],
             "front": [_point(self.archs[i], self.costs[i], self.scores[i], self.unit) for i in self.front()],
@@ -554,6 +557,44 @@ def _reinforce(scorer: _Scorer, budget: float, num_evaluations: int, seed: int) 
     return _result("rl", scorer, budget, keys, history, start, seed)
 
 
+def _dnas(scorer: _Scorer, budget: float, search: DnasSearch, seed: int) -> SearchResult:
+    """Differentiable search over the supernet (see :mod:`ofa.search_dnas`): candidates ranked by their
+    log-probability under the final architecture logits (the scores), each shrunk into the budget; the
+    predictor is not queried."""
+    from ofa.search_dnas import relaxed_search
+
+    start = time.perf_counter()
+    genome, cost = scorer.genome, scorer.cost.of_rows
+    outcome = relaxed_search(genome, search, budget, seed)
+    rows = genome.shrink(outcome.rows, budget, cost=cost)
+    keys = genome.keys(rows)
+    first = sorted({key: index for index, key in reversed(list(enumerate(keys)))}.values())  # shrunk alike
+    rows, scores = rows[first], outcome.log_probs[first]
+    archs = genome.decode(rows)
+    costs = cost(rows)
+    best = int(np.lexsort((costs, -scores))[0])
+    if not np.array_equal(scorer.cost.of_archs([archs[best]]), costs[best : best + 1]):
+        raise RuntimeError(
+            f"internal {scorer.cost.unit} tables disagree with the per-arch count; please report this bug"
+        )
+    return SearchResult(
+        strategy="dnas",
+        budget=budget,
+        best_arch=archs[best],
+        best_cost=float(costs[best]),
+        best_score=float(scores[best]),
+        archs=tuple(archs),
+        costs=costs,
+        scores=scores,
+        num_evaluations=len(archs),
+        history=tuple(outcome.expected_mmacs),
+        wall_time=time.perf_counter() - start,
+        seed=seed,
+        unit=scorer.cost.unit,
+        memory_mib=outcome.peak_memory_mib,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------
 # public searches
 # ----------------------------------------------------------------------------------------------------
@@ -652,6 +693,7 @@ def search_budgets(
     strategy: str = "evolution",
     evaluations_per_budget: int | None = None,
     latency: LatencyEstimator | None = None,
+    dnas: DnasSearch | None = None,
 ) -> MultiBudgetResult:
     """One search per budget (objective values shared between them) and the front over the whole range.
 
@@ -663,16 +705,23 @@ def search_budgets(
         budgets: MMACs (or strings such as ``"5M"``).
         settings: evolution settings; random search uses only ``seed``.
         num_classes: classifier outputs counted in the MACs.
-        strategy: ``evolution``, ``random`` or ``rl`` (an LSTM controller, :mod:`ofa.search_rl`).
+        strategy: ``evolution``, ``random``, ``rl`` (an LSTM controller, :mod:`ofa.search_rl`) or ``dnas``
+            (differentiable search over the supernet, :mod:`ofa.search_dnas`).
         evaluations_per_budget: random and rl only: distinct archs scored per budget (default population x
             (generations + 1), the most evolution can evaluate).
         latency: a latency estimator: budgets are then latencies in ms (``"5ms"``) of its estimate.
+        dnas: the supernet, batches and settings of strategy ``dnas`` (:mod:`ofa.search_dnas`); its scores
+            are log-probabilities under the final architecture logits, and the objective is not queried.
     """
     settings = _settings(settings)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy == "evolution" and evaluations_per_budget is not None:
-        raise ValueError("evaluations_per_budget applies to strategies 'random' and 'rl'; evolution uses settings")
+    if (strategy == "dnas") != (dnas is not None):
+        raise ValueError("strategy 'dnas' needs the supernet and batches (dnas=DnasSearch(...)); no other takes them")
+    if strategy == "dnas" and latency is not None:
+        raise ValueError("strategy 'dnas' searches MAC budgets (its cost term is the expected MACs); use evolution")
+    if strategy in ("evolution", "dnas") and evaluations_per_budget is not None:
+        raise ValueError(f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy!r}")
     if evaluations_per_budget is None:
         evaluations_per_budget = settings.population * (settings.generations + 1)
     _check_int("evaluations_per_budget", evaluations_per_budget, 1, 10**9)
@@ -688,6 +737,8 @@ def search_budgets(
             results.append(_evolve(scorer, budget, dataclasses.replace(settings, seed=seed)))
         elif strategy == "rl":
             results.append(_reinforce(scorer, budget, evaluations_per_budget, seed))
+        elif strategy == "dnas":
+            results.append(_dnas(scorer, budget, dnas, seed))
         else:
             draws = RANDOM_DRAWS_PER_EVALUATION * evaluations_per_budget
             results.append(_random(scorer, budget, evaluations_per_budget, seed, draws))

@@ -698,14 +698,16 @@ def test_search_run_counts_queries_and_measurements_for_each_strategy(
         assert summary["supernet_measurements"] == len(run.calls) > 0
         assert summary["predictor_queries"] == summary["search"]["num_evaluations"] > 0
         assert all(count_macs(TINY, subnet.arch, NUM_CLASSES) / 1e6 <= subnet.budget + 1e-9 for subnet in chosen)
-    with pytest.raises(ValueError, match="unknown search strategy 'dnas'"):
+    with pytest.raises(ValueError, match="unknown search strategy 'bogus'"):
+        search_run(StubRun(tmp_path_factory.mktemp("bogus")), [2.0], predictor, QUICK, strategy="bogus")
+    with pytest.raises(ValueError, match="strategy 'dnas' searches inside the supernet: StubRun holds no supernet"):
         search_run(StubRun(tmp_path_factory.mktemp("dnas")), [2.0], predictor, QUICK, strategy="dnas")
 
 
 def test_cli_search_refuses_an_unknown_strategy(trained_run: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:  # argparse's own choice check, one line (OneLineParser)
-        main(["search", str(trained_run), "--budgets", "2M", "--strategy", "dnas"])
-    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--strategy", "'dnas'")
+        main(["search", str(trained_run), "--budgets", "2M", "--strategy", "darts"])
+    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--strategy", "'darts'")
 
 
 def test_search_run_caps_predictor_queries_per_budget(cost_predictors: dict[str, Path], tmp_path_factory) -> None:
@@ -726,3 +728,18 @@ def test_cli_search_refuses_a_zero_cap_before_loading(trained_run: Path, tmp_pat
     folder = copy_run(trained_run, tmp_path / "run", checkpoints=False)  # no weights: refused before loading
     code, _, err = cli(["search", folder, "--budgets", "2M", "--max-queries", "0"], capsys)
     assert_one_line_error(code, err, "max_queries must be an integer >= 1, got 0")
+
+
+@pytest.mark.slow  # a differentiable search of 150 supernet steps: ~6 s
+def test_cli_dnas_search_writes_its_answers_without_predictor_queries(run_copy: Path, cost_predictors, capsys) -> None:
+    arguments = ["--budgets", "1.5M", "--finalists", "2", "--predictor", cost_predictors["macs"]]
+    code, out, err = cli(["search", run_copy, *arguments, "--strategy", "dnas"], capsys)
+    assert code == 0, err
+    summary = json.loads((run_copy / "search" / "pareto.json").read_text())
+    assert summary["strategy"] == "dnas" and summary["predictor_queries"] == 0
+    (result,) = summary["search"]["results"]
+    assert result["best"]["mmacs"] <= 1.5 and result["memory_mib"] >= 0
+    assert abs(np.mean(result["history"][-10:]) / 1.5 - 1) < 0.1  # the expected MACs reached the budget
+    assert "dnas: 0 predictor queries" in out
+    code, out, err = cli(["search", run_copy, *arguments, "--strategy", "dnas", "--max-queries", "50"], capsys)
+    assert code == 2 and "dnas makes no predictor queries" in err
