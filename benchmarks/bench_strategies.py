@@ -1,12 +1,14 @@
 """P6c: search strategies on a trained supernet, judged by measured accuracy.
 
 P6 and P6b compare the strategies on a cheap known objective. Here the objective is what a user searches
-with: the toolkit's default predictor, fitted on archs measured inside a trained supernet. Every strategy
-(evolution, random, rl) searches the same 4 budgets with the same cap of predictor queries per budget; the
-3 best-predicted archs per budget are then measured in the supernet (BN recalibrated, val split; an arch
-measured once is not measured again). Reported per (cap, strategy), mean ± std over seeds: the hypervolume of
-the measured finalists' (MMACs, val accuracy) front, normalised as in S1, and the best measured val accuracy
-within each budget.
+with: the toolkit's default predictor, fitted on archs measured inside a trained supernet. Every predictor
+strategy (evolution, random, rl) searches the same 4 budgets with the same cap of predictor queries per
+budget, and the differentiable search (dnas) searches them inside the supernet on the val split (no predictor
+queries; its cap column is "-"); the 3 best archs per budget (best predicted; dnas: most probable) are then
+measured in the supernet (BN recalibrated, val split; an arch measured once is not measured again).
+Reported per (cap, strategy), mean ± std over seeds: the hypervolume of the measured finalists' (MMACs, val
+accuracy) front, normalised as in S1, the best measured val accuracy within each budget, the predictor
+queries and the search's seconds per budget.
 
     python -m benchmarks.bench_strategies --run runs/bench_sampling/uniform-s0 [--out runs/bench_strategies]
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from benchmarks.common import print_table
 
-STRATEGIES = ("evolution", "random", "rl")
+STRATEGIES = ("evolution", "random", "rl")  # at every cap; dnas once (it makes no predictor queries)
 FINALISTS = 3
 POPULATION = 50  # evolution's population: a cap of 200 queries is 3 generations after the first
 CHANCE = 0.1  # the hypervolume's accuracy reference: chance on 10 classes
@@ -79,14 +81,15 @@ def _predictor(run: object, out: Path) -> object:
     return predictor.fit([record.arch for record in records], [record.val_acc for record in records])
 
 
-def _one(run: object, predictor: object, budgets: Sequence[float], strategy: str, cap: int, seed: int, measured):
+def _one(run: object, predictor: object, budgets: Sequence[float], strategy: str, cap: int | None, seed: int, measured):
     """One search of every budget and its measured finalists: (hypervolume inputs, best val per budget, s)."""
-    from ofa.deploy import capped_settings
+    from ofa.deploy import capped_settings, dnas_search_for_run
     from ofa.search import SearchSettings, search_budgets
 
     settings, per_budget = capped_settings(SearchSettings(population=POPULATION, seed=seed), strategy, cap)
+    dnas = dnas_search_for_run(run) if strategy == "dnas" else None
     started = time.perf_counter()
-    result = search_budgets(run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget)
+    result = search_budgets(run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, None, dnas)
     seconds = time.perf_counter() - started
     costs, values, best = [], [], []
     for search in result.results:
@@ -95,7 +98,8 @@ def _one(run: object, predictor: object, budgets: Sequence[float], strategy: str
         costs += [float(search.costs[index]) for index in search.top(FINALISTS).tolist()]
         values += accuracies
         best.append(max(accuracies))
-    return np.array(costs), np.array(values), best, seconds, result.num_evaluations
+    memory = [search.memory_mib for search in result.results if search.memory_mib is not None]
+    return np.array(costs), np.array(values), best, seconds, result.num_evaluations, max(memory, default=None)
 
 
 def main(
@@ -119,19 +123,19 @@ def main(
     area = (extremes[1] - extremes[0]) * (1 - CHANCE)
     measured = Measurements(run, out / "measured.jsonl")
     table: dict[tuple[int, str], dict[str, list[float]]] = {}
-    for cap in caps:
-        for strategy in STRATEGIES:
-            cell = table.setdefault((cap, strategy), {})
-            for seed in seeds:
-                costs, values, best, seconds, queries = _one(run, predictor, budgets, strategy, cap, seed, measured)
-                cell.setdefault("hypervolume", []).append(hypervolume(costs, values, extremes[1], CHANCE) / area)
-                for budget, value in zip(budgets, best):
-                    cell.setdefault(f"val @{budget:.2g}M", []).append(100 * value)
-                cell.setdefault("queries / budget", []).append(queries / len(budgets))
-                cell.setdefault("search s", []).append(seconds)
+    for cap, strategy in [(cap, strategy) for cap in caps for strategy in STRATEGIES] + [(None, "dnas")]:
+        cell = table.setdefault((cap, strategy), {})
+        for seed in seeds:
+            costs, values, best, seconds, queries, memory = _one(run, predictor, budgets, strategy, cap, seed, measured)
+            cell.setdefault("hypervolume", []).append(hypervolume(costs, values, extremes[1], CHANCE) / area)
+            for budget, value in zip(budgets, best):
+                cell.setdefault(f"val @{budget:.2g}M", []).append(100 * value)
+            cell.setdefault("queries / budget", []).append(queries / len(budgets))
+            cell.setdefault("search s / budget", []).append(seconds / len(budgets))
+            cell.setdefault("peak memory MiB", []).append(np.nan if memory is None else memory)
     header = ["cap / budget", "strategy", *next(iter(table.values()))]
     rows = [
-        [str(cap), strategy, *(_cell(name, values) for name, values in cell.items())]
+        ["-" if cap is None else str(cap), strategy, *(_cell(name, values) for name, values in cell.items())]
         for (cap, strategy), cell in table.items()
     ]
     print(
@@ -146,13 +150,15 @@ def main(
 
     atomic_write_text(out / "strategies.md", "\n".join(lines) + "\n")
     return {
-        f"{cap} {strategy} {name}": float(np.mean(values))
+        f"{cap} {strategy} {name}": float(np.mean(values))  # NaN: not measured (memory of predictor strategies)
         for (cap, strategy), cell in table.items()
         for name, values in cell.items()
     }
 
 
 def _cell(name: str, values: Sequence[float]) -> str:
+    if np.isnan(values).all():
+        return ""
     digits = 3 if name == "hypervolume" else 0 if name == "queries / budget" else 1 if "val" in name else 2
     array = np.asarray(values, dtype=np.float64)
     std = float(array.std(ddof=1)) if array.size > 1 else 0.0

@@ -50,6 +50,7 @@ __all__ = [
     "ChosenSubnet",
     "MeasurableRun",
     "capped_settings",
+    "dnas_search_for_run",
     "export_from_run",
     "find_latency_estimator",
     "find_predictor",
@@ -280,7 +281,7 @@ def search_run(
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
     axis = mac_axis(run.space, run.num_classes) if latency is None else latency_axis(latency)
-    dnas = _dnas_search(run) if strategy == "dnas" else None
+    dnas = dnas_search_for_run(run) if strategy == "dnas" else None
     result = search_budgets(
         run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, latency, dnas
     )
@@ -327,7 +328,7 @@ def _write_search(
 DNAS_BATCH = 64  # images per differentiable-search step
 
 
-def _dnas_search(run: MeasurableRun) -> DnasSearch:
+def dnas_search_for_run(run: MeasurableRun) -> DnasSearch:
     """The supernet and the run's val images in batches of ``DNAS_BATCH`` (where the finalists are judged)."""
     import torch
 
