@@ -253,9 +253,9 @@ def search_run(
 ) -> tuple[list[ChosenSubnet], dict[str, Any]]:
     """Search every budget with the predictor, evaluate the finalists in the supernet, write the results.
 
-    Every input is checked before anything is evaluated. Archs already measured in ``RUN/archs.csv`` (with
-    the run's calibration seed) are not evaluated again, and they compete with the finalists: each budget
-    gets the best val accuracy measured within it (ties: cheaper, then better predicted), never worse as it grows.
+    Every input is checked before anything is evaluated. Archs already measured in ``RUN/archs.csv`` (with the
+    run's calibration seed) are not measured again and compete with the finalists: each budget gets the best val
+    accuracy measured within it (ties: cheaper, then better predicted), never worse as it grows.
 
     Args:
         run: a :class:`ofa.runs.LoadedRun`, or anything :class:`MeasurableRun` describes.
@@ -263,16 +263,13 @@ def search_run(
         predictor: the fitted accuracy predictor (the search objective).
         settings: evolution settings (default :class:`SearchSettings`).
         finalists: candidates per budget evaluated for real on val.
-        progress: show a progress bar.
-        plot: also draw ``pareto.png``.
-        strategy: ``evolution``, ``random`` or ``rl`` (as many distinct archs per budget as evolution scores),
-            or ``dnas``: differentiable search over the supernet's weights on the val split (``run`` must hold
-            the supernet and its val batches, as a loaded run does); its finalists are its most probable subnets.
+        progress, plot: show a progress bar; also draw ``pareto.png``.
+        strategy: ``evolution``, ``random``, ``rl`` (as many archs per budget as evolution scores) or ``dnas``
+            (in the supernet on the val split, see :mod:`ofa.search_dnas`; finalists: its most probable subnets).
         max_queries: at most this many predictor queries per budget (evolution: fewer generations).
         latency: a latency estimator: budgets are latencies (ms) of its estimate, written to ``pareto-latency.*``.
 
-    Returns:
-        The chosen subnet per budget (in the given order) and the content of ``pareto.json``.
+    Returns the chosen subnet per budget (in the given order) and the content of ``pareto.json``.
 
     Raises:
         ValueError: a malformed budget, one below the smallest (fastest) subnet, or bad settings.
@@ -282,9 +279,8 @@ def search_run(
     settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
     axis = mac_axis(run.space, run.num_classes) if latency is None else latency_axis(latency)
     dnas = dnas_search_for_run(run) if strategy == "dnas" else None
-    result = search_budgets(
-        run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, latency, dnas
-    )
+    arguments = (settings, run.num_classes, strategy, per_budget, latency, dnas)
+    result = search_budgets(run.space, predictor, budgets, *arguments)
     measurements: list[int] = []
     chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis)
     summary = {

@@ -684,6 +684,28 @@ def random_search(
     return _random(_Scorer(space, objective, num_classes), budget, num_evaluations, seed, max_draws)
 
 
+def _checked_strategy(
+    strategy: str,
+    settings: SearchSettings,
+    evaluations_per_budget: int | None,
+    latency: LatencyEstimator | None,
+    dnas: DnasSearch | None,
+) -> int:
+    """The distinct archs per budget of random and rl, after checking the strategy's own inputs."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if (strategy == "dnas") != (dnas is not None):
+        raise ValueError("strategy 'dnas' needs the supernet and batches (dnas=DnasSearch(...)); no other takes them")
+    if strategy == "dnas" and latency is not None:
+        raise ValueError("strategy 'dnas' searches MAC budgets (its cost term is the expected MACs); use evolution")
+    if strategy in ("evolution", "dnas") and evaluations_per_budget is not None:
+        raise ValueError(f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy!r}")
+    if evaluations_per_budget is None:
+        evaluations_per_budget = settings.population * (settings.generations + 1)
+    _check_int("evaluations_per_budget", evaluations_per_budget, 1, 10**9)
+    return evaluations_per_budget
+
+
 def search_budgets(
     space: SearchSpace,
     objective: Objective,
@@ -714,17 +736,7 @@ def search_budgets(
             are log-probabilities under the final architecture logits, and the objective is not queried.
     """
     settings = _settings(settings)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if (strategy == "dnas") != (dnas is not None):
-        raise ValueError("strategy 'dnas' needs the supernet and batches (dnas=DnasSearch(...)); no other takes them")
-    if strategy == "dnas" and latency is not None:
-        raise ValueError("strategy 'dnas' searches MAC budgets (its cost term is the expected MACs); use evolution")
-    if strategy in ("evolution", "dnas") and evaluations_per_budget is not None:
-        raise ValueError(f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy!r}")
-    if evaluations_per_budget is None:
-        evaluations_per_budget = settings.population * (settings.generations + 1)
-    _check_int("evaluations_per_budget", evaluations_per_budget, 1, 10**9)
+    evaluations_per_budget = _checked_strategy(strategy, settings, evaluations_per_budget, latency, dnas)
     if isinstance(budgets, str) or not budgets:
         raise ValueError(f"budgets: expected a non-empty list of budgets, each {BUDGET_FORMS}; got {budgets!r}")
     start = time.perf_counter()
