@@ -41,9 +41,9 @@ BUDGETS = (1.5, 3.0, 6.0, 11.4)  # MMACs; 11.4 admits the largest subnet (11.3)
 FINETUNE_EPOCHS = 4
 
 
-def variants(distill: bool) -> tuple[str, str]:
+def variants(distill: bool, scratch: bool = True) -> tuple[str, ...]:
     """The job variants: fine-tuned (``finetune`` distilled, ``finetune_labels`` on the labels) and scratch."""
-    return ("finetune" if distill else "finetune_labels", "scratch")
+    return ("finetune" if distill else "finetune_labels", *(("scratch",) if scratch else ()))
 
 
 @dataclass(frozen=True)
@@ -127,21 +127,23 @@ def summarise(
     out: Path, seeds: Sequence[int], budgets: Sequence[float], run_dirs: dict[int, Path], tuned: str = "finetune"
 ) -> list[list]:
     """One row per budget: MMACs, test accuracy of each variant (mean ± std), differences, compute."""
+    from ofa.compare import subnet_passes
     from ofa.export import read_export_info
     from ofa.train_config import load_train_config
 
     recipe = load_train_config(run_dirs[seeds[0]] / "config.yaml")
-    supernet_cost = recipe.epochs * recipe.sampler.num_subnets
+    supernet_cost = subnet_passes(recipe, 1)  # subnet-epochs (progressive shrinking: its phases' subnets)
     rows = []
     for budget in budgets:
         taken, tuned_acc, scratch, gaps, gains, mmacs, epochs = [], [], [], [], [], 0.0, 0
         for seed in seeds:
             tuned_info = read_export_info(Job(seed, budget, tuned).folder(out))
-            scratch_info = read_export_info(Job(seed, budget, "scratch").folder(out))
             mmacs, epochs = tuned_info["mmacs"], tuned_info["metadata"]["epochs"]
             taken.append(tuned_info["metadata"]["test_acc_before"])
             tuned_acc.append(tuned_info["metadata"]["test_acc"])
-            scratch.append(scratch_info["metadata"]["test_acc"])
+            if not (Job(seed, budget, "scratch").folder(out) / "arch.json").is_file():
+                continue  # --skip-scratch
+            scratch.append(read_export_info(Job(seed, budget, "scratch").folder(out))["metadata"]["test_acc"])
             gaps.append(taken[-1] - scratch[-1])
             gains.append(tuned_acc[-1] - scratch[-1])
         rows.append(
@@ -185,17 +187,21 @@ def main(
     jobs: int = 1,
     worker: bool = False,
     epochs: int | None = None,
+    scratch: bool = True,
 ) -> list[list]:
     """Run every job not yet done (``jobs`` processes), then print and write the summary table.
 
-    ``epochs`` trains the supernets that long instead of the recipe's epochs (scratch follows the supernet).
+    ``epochs`` trains the supernets that long instead of the recipe's epochs (scratch follows the supernet);
+    without ``scratch`` only the subnets taken from the supernets and fine-tuned are measured.
     """
     data, out = Path(data).resolve(), Path(out)
     if not (data / "train").is_dir():
         raise ValueError(f"--data {data}: expected the CIFAR-10 development set there (train/, val/, test/)")
     out.mkdir(parents=True, exist_ok=True)
     archs = chosen_archs(BUDGETS)
-    helper_command = _helper_command(data, out, seeds, run_dirs, finetune_epochs, distill)
+    helper_command = _helper_command(data, out, seeds, run_dirs, finetune_epochs, distill) + (
+        [] if scratch else ["--skip-scratch"]
+    )
     helpers = [] if worker else [subprocess.Popen(helper_command, cwd=ROOT) for _ in range(max(0, jobs - 1))]
     for seed in seeds:
         if seed not in run_dirs and _claim(out / f".supernet-s{seed}.claim"):
@@ -205,7 +211,7 @@ def main(
                 (out / f".supernet-s{seed}.claim").unlink(missing_ok=True)
     recipe_run = run_dirs.get(seeds[0])  # scratch needs the recipe and the data, not the supernet's weights
     for seed in seeds:
-        for variant in variants(distill):
+        for variant in variants(distill, scratch):
             run_dir = recipe_run if variant == "scratch" else run_dirs.get(seed)
             for budget in BUDGETS if run_dir is not None else ():
                 run_job(Job(seed, budget, variant), run_dir, archs[budget], out, finetune_epochs, distill)
@@ -213,7 +219,8 @@ def main(
         helper.wait()
     if worker:
         return []
-    missing = [str(job.folder(out)) for job in _jobs(seeds, distill) if not (job.folder(out) / "arch.json").is_file()]
+    jobs_asked = _jobs(seeds, distill, scratch)
+    missing = [str(job.folder(out)) for job in jobs_asked if not (job.folder(out) / "arch.json").is_file()]
     if missing:
         raise RuntimeError(f"jobs not finished (another process may still hold them): {', '.join(missing)}")
     for seed in seeds:
@@ -223,8 +230,10 @@ def main(
     return rows
 
 
-def _jobs(seeds: Sequence[int], distill: bool) -> list[Job]:
-    return [Job(seed, budget, variant) for seed in seeds for variant in variants(distill) for budget in BUDGETS]
+def _jobs(seeds: Sequence[int], distill: bool, scratch: bool = True) -> list[Job]:
+    return [
+        Job(seed, budget, variant) for seed in seeds for variant in variants(distill, scratch) for budget in BUDGETS
+    ]
 
 
 def _helper_command(
@@ -273,6 +282,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-kd", action="store_true", help="fine-tune on the labels instead of distilling")
     parser.add_argument("--jobs", type=int, default=1, help="processes (one core each)")
     parser.add_argument("--worker", action="store_true", help="run claimed jobs only, no summary")
+    parser.add_argument("--skip-scratch", action="store_true", help="only the taken and fine-tuned subnets")
     args = parser.parse_args(argv)
     if not args.data:
         parser.error("give --data PATH (or set OFA_DEV_DATA) to the extracted cifar10-dev folder")
@@ -287,6 +297,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
         args.jobs,
         args.worker,
         args.epochs,
+        not args.skip_scratch,
     )
     return 0
 
