@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa._genome import Genome
+from ofa._genome import AdditiveTables, Genome
 from ofa.atomic import atomic_write_text
 from ofa.flops import count_macs_many
 from ofa.latency import LatencyTable, table_from_dict
@@ -126,6 +126,16 @@ class LatencyEstimator:
         if self.kind == "macs":
             return lambda rows: self.slope * genome.macs(rows).astype(np.float64) + self.intercept
         return lambda rows: self.predict(genome.decode(rows))
+
+    def additive_form(self, genome: Genome) -> tuple[AdditiveTables, float, float] | None:
+        """``(tables, slope, intercept)`` with latency = slope x the additive cost of ``tables`` + intercept, for
+        the table and MACs estimators (differentiable search uses it); None for the learned one."""
+        if self.kind == "table":
+            assert self.table is not None
+            return self.table.genome_tables(genome), self.slope, self.intercept
+        if self.kind == "macs":
+            return genome.mac_tables, self.slope, self.intercept
+        return None
 
     def describe(self) -> str:
         """One line: kind, device and fit size."""

@@ -178,7 +178,7 @@ class SearchResult:
         num_evaluations: ``len(archs)``: distinct archs scored by this search.
         history: best score after the initial population and after each generation (fewer entries when a
             generation found no new arch within the budget and the search stopped); random search: after
-            every 100 evaluations and at the end; dnas: the expected MMACs after every step.
+            every 100 evaluations and at the end; dnas: the expected cost after every step.
         wall_time: seconds.
         seed: the seed used.
         unit: what costs are: ``mmacs`` or ``latency_ms``.
@@ -557,15 +557,18 @@ def _reinforce(scorer: _Scorer, budget: float, num_evaluations: int, seed: int) 
     return _result("rl", scorer, budget, keys, history, start, seed)
 
 
-def _dnas(scorer: _Scorer, budget: float, search: DnasSearch, seed: int) -> SearchResult:
+def _dnas(
+    scorer: _Scorer, budget: float, search: DnasSearch, seed: int, latency: LatencyEstimator | None
+) -> SearchResult:
     """Differentiable search over the supernet (see :mod:`ofa.search_dnas`): candidates ranked by their
     log-probability under the final architecture logits (the scores), each shrunk into the budget; the
     predictor is not queried."""
-    from ofa.search_dnas import relaxed_search
+    from ofa.search_dnas import AdditiveCost, mac_cost, relaxed_search
 
     start = time.perf_counter()
     genome, cost = scorer.genome, scorer.cost.of_rows
-    outcome = relaxed_search(genome, search, budget, seed)
+    form = mac_cost(genome) if latency is None else AdditiveCost(*latency.additive_form(genome))
+    outcome = relaxed_search(genome, search, budget, seed, form)
     rows = genome.shrink(outcome.rows, budget, cost=cost)
     keys = genome.keys(rows)
     first = sorted({key: index for index, key in reversed(list(enumerate(keys)))}.values())  # shrunk alike
@@ -573,7 +576,8 @@ def _dnas(scorer: _Scorer, budget: float, search: DnasSearch, seed: int) -> Sear
     archs = genome.decode(rows)
     costs = cost(rows)
     best = int(np.lexsort((costs, -scores))[0])
-    if not np.array_equal(scorer.cost.of_archs([archs[best]]), costs[best : best + 1]):
+    agree = np.array_equal if scorer.cost.exact else lambda a, b: np.allclose(a, b, rtol=1e-9, atol=0.0)
+    if not agree(scorer.cost.of_archs([archs[best]]), costs[best : best + 1]):
         raise RuntimeError(
             f"internal {scorer.cost.unit} tables disagree with the per-arch count; please report this bug"
         )
@@ -587,7 +591,7 @@ def _dnas(scorer: _Scorer, budget: float, search: DnasSearch, seed: int) -> Sear
         costs=costs,
         scores=scores,
         num_evaluations=len(archs),
-        history=tuple(outcome.expected_mmacs),
+        history=tuple(outcome.expected_costs),
         wall_time=time.perf_counter() - start,
         seed=seed,
         unit=scorer.cost.unit,
@@ -696,8 +700,11 @@ def _checked_strategy(
         raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if (strategy == "dnas") != (dnas is not None):
         raise ValueError("strategy 'dnas' needs the supernet and batches (dnas=DnasSearch(...)); no other takes them")
-    if strategy == "dnas" and latency is not None:
-        raise ValueError("strategy 'dnas' searches MAC budgets (its cost term is the expected MACs); use evolution")
+    if strategy == "dnas" and latency is not None and latency.kind == "learned":
+        raise ValueError(
+            "strategy 'dnas' needs a differentiable cost: the learned latency estimator is not; fit a table or macs "
+            "estimator (ofa latency fit --estimator table) or use evolution"
+        )
     if strategy in ("evolution", "dnas") and evaluations_per_budget is not None:
         raise ValueError(f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy!r}")
     if evaluations_per_budget is None:
@@ -750,7 +757,7 @@ def search_budgets(
         elif strategy == "rl":
             results.append(_reinforce(scorer, budget, evaluations_per_budget, seed))
         elif strategy == "dnas":
-            results.append(_dnas(scorer, budget, dnas, seed))
+            results.append(_dnas(scorer, budget, dnas, seed, latency))
         else:
             draws = RANDOM_DRAWS_PER_EVALUATION * evaluations_per_budget
             results.append(_random(scorer, budget, evaluations_per_budget, seed, draws))

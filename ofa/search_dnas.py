@@ -1,4 +1,4 @@
-"""Differentiable search over a trained supernet's weights (GDAS-style Gumbel-softmax with a MAC penalty).
+"""Differentiable search over a trained supernet's weights (GDAS-style Gumbel-softmax with a cost penalty).
 
 Every genome column (resolution, widths, depths, kernel size and expand ratio of every block slot) gets a
 vector of architecture logits. Each step draws one subnet with the Gumbel-softmax (Dong and Yang, CVPR
@@ -10,13 +10,14 @@ alone, and the gradient of the minibatch loss reaches the logits.
 
 The cost term is the exact expected MAC count under the softmax of the logits (the per-block MAC tables of
 :class:`~ofa._genome.Genome` weighted by the independent choice probabilities and the probability that a
-block is active), as TuNAS's absolute term ``|E[MACs] / budget - 1|`` (Bender et al., CVPR 2020: it pulls
-towards the budget from both sides, where the most accurate subnets within it lie), weighted by a
-coefficient the search tunes to hit the budget: multiplied by ``exp(rate x (|E[MACs] / budget - 1| -
-0.05))`` after every step. The supernet's weights stay frozen; BN uses batch statistics without updating
-its running ones (as the minibatch-loss scorer does). The answer is the most probable subnet, shrunk into
-the budget if needed; the candidates are it and the distinct subnets drawn in the last quarter of the
-steps, ranked by their log-probability under the final logits.
+block is active), or under a latency budget the expected latency of a table or MACs estimator (the same
+sum over its per-block tables, then its line), as TuNAS's absolute term ``|E[cost] / budget - 1|``
+(Bender et al., CVPR 2020: it pulls towards the budget from both sides, where the most accurate subnets
+within it lie), weighted by a coefficient the search tunes to hit the budget: multiplied by
+``exp(rate x (|E[cost] / budget - 1| - 0.05))`` after every step. The supernet's weights stay frozen; BN
+uses batch statistics without updating its running ones (as the minibatch-loss scorer does). The answer is
+the most probable subnet, shrunk into the budget if needed; the candidates are it and the distinct subnets
+drawn in the last quarter of the steps, ranked by their log-probability under the final logits.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ofa._genome import MACS_PER_MMAC, Genome
+from ofa._genome import MACS_PER_MMAC, AdditiveTables, Genome
 from ofa.bn import resize_to
 from ofa.space import Arch
 from ofa.supernet import Supernet
@@ -40,7 +41,7 @@ from ofa.train import frozen_bn_statistics
 
 BUDGET_SLACK = 0.05  # the cost coefficient grows while E[MACs] misses the budget by more than 5 %, else shrinks
 
-__all__ = ["DnasSearch", "DnasSettings", "expected_mmacs", "gated_logits", "relaxed_search"]
+__all__ = ["AdditiveCost", "DnasSearch", "DnasSettings", "expected_cost", "gated_logits", "mac_cost", "relaxed_search"]
 
 
 @dataclass(frozen=True)
@@ -76,21 +77,37 @@ class DnasSearch:
 
 @dataclass(frozen=True)
 class DnasOutcome:
-    """Candidate rows (most probable first), their log-probabilities, the expected MMACs after each step,
+    """Candidate rows (most probable first), their log-probabilities, the expected cost after each step,
     wall seconds and the growth of the process's peak memory (MiB)."""
 
     rows: np.ndarray
     log_probs: np.ndarray
-    expected_mmacs: list[float]
+    expected_costs: list[float]
     seconds: float
     peak_memory_mib: float
 
 
-class _MacTables:
-    """The genome's MAC tables as torch tensors: the stem + head table and one 5-D table per block position."""
+@dataclass(frozen=True)
+class AdditiveCost:
+    """A cost that is ``scale x`` (a sum over the stem + head and each active block, ``tables``) ``+ offset``:
+    the MACs (in MMACs), or a table or MACs latency estimate (in ms)."""
 
-    def __init__(self, genome: Genome) -> None:
-        tables, space = genome.mac_tables, genome.space
+    tables: AdditiveTables
+    scale: float
+    offset: float = 0.0
+
+
+def mac_cost(genome: Genome) -> AdditiveCost:
+    """The MMACs of the genome's rows as an :class:`AdditiveCost`."""
+    return AdditiveCost(genome.mac_tables, 1.0 / MACS_PER_MMAC)
+
+
+class _TorchTables:
+    """An additive cost's tables as torch tensors: the stem + head table and one 5-D table per block position."""
+
+    def __init__(self, genome: Genome, cost: AdditiveCost) -> None:
+        tables, space = cost.tables, genome.space
+        self.scale, self.offset = cost.scale, cost.offset
         self.base = torch.as_tensor(tables.base, dtype=torch.float64)
         self.blocks = []
         for stage, offset in zip(genome.block_positions[0].tolist(), tables.offsets.tolist()):
@@ -101,14 +118,13 @@ class _MacTables:
                 len(space.stages[stage].kernel_size),
                 len(space.stages[stage].expand_ratio),
             )
-            size = int(np.prod(shape))
-            block = tables.flat[offset : offset + size].reshape(shape)
+            block = tables.flat[offset : offset + int(np.prod(shape))].reshape(shape)
             self.blocks.append(torch.as_tensor(block, dtype=torch.float64))
 
 
-def expected_mmacs(genome: Genome, tables: _MacTables, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The exact expected MMACs of a subnet whose genome columns are drawn independently with
-    ``probabilities`` (one vector per column)."""
+def expected_cost(genome: Genome, tables: _TorchTables, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The exact expected cost of a subnet whose genome columns are drawn independently with ``probabilities``
+    (one vector per column)."""
     width, depth = genome.width_columns, genome.depth_columns
     resolution = probabilities[0]
     total = torch.einsum(
@@ -134,7 +150,7 @@ def expected_mmacs(genome: Genome, tables: _MacTables, probabilities: Sequence[t
             table,
         )
         total = total + active * term
-    return total / MACS_PER_MMAC
+    return tables.scale * total + tables.offset
 
 
 def gated_logits(
@@ -162,13 +178,16 @@ def _gates(probabilities: Sequence[torch.Tensor], row: np.ndarray) -> list[torch
     return [1 + p[int(index)] - p[int(index)].detach() for p, index in zip(probabilities, row)]
 
 
-def relaxed_search(genome: Genome, search: DnasSearch, budget_mmacs: float, seed: int) -> DnasOutcome:
-    """Optimise the architecture logits for ``search.settings.steps`` minibatches under ``budget_mmacs``."""
+def relaxed_search(
+    genome: Genome, search: DnasSearch, budget: float, seed: int, cost: AdditiveCost | None = None
+) -> DnasOutcome:
+    """Optimise the architecture logits for ``search.settings.steps`` minibatches under ``budget``, in the unit
+    of ``cost`` (default: MMACs)."""
     settings, supernet = search.settings, search.supernet
     generator = torch.Generator().manual_seed(seed)
     logits = [torch.zeros(int(size), dtype=torch.float64, requires_grad=True) for size in genome.sizes]
     optimizer = torch.optim.Adam(logits, lr=settings.learning_rate)
-    tables, weight = _MacTables(genome), settings.cost_weight
+    tables, weight = _TorchTables(genome, mac_cost(genome) if cost is None else cost), settings.cost_weight
     history, drawn, started = [], {}, time.perf_counter()
     memory_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     was_training = supernet.training
@@ -189,8 +208,8 @@ def relaxed_search(genome: Genome, search: DnasSearch, budget_mmacs: float, seed
             arch = genome.decode(row)[0]
             with frozen_bn_statistics(supernet):
                 output = gated_logits(supernet, genome, arch, _gates(relaxed, row[0]), images)
-            expected = expected_mmacs(genome, tables, [torch.softmax(vector, 0) for vector in logits])
-            miss = torch.abs(expected / budget_mmacs - 1)
+            expected = expected_cost(genome, tables, [torch.softmax(vector, 0) for vector in logits])
+            miss = torch.abs(expected / budget - 1)
             loss = F.cross_entropy(output.float(), labels).double() + weight * miss
             optimizer.zero_grad()
             loss.backward()

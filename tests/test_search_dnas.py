@@ -13,7 +13,16 @@ from ofa._genome import Genome
 from ofa.bn import resize_to
 from ofa.deploy import capped_settings
 from ofa.search import SearchSettings, search_budgets
-from ofa.search_dnas import DnasSearch, DnasSettings, _gates, _MacTables, expected_mmacs, gated_logits, relaxed_search
+from ofa.search_dnas import (
+    DnasSearch,
+    DnasSettings,
+    _gates,
+    _TorchTables,
+    expected_cost,
+    gated_logits,
+    mac_cost,
+    relaxed_search,
+)
 from ofa.space import load_space
 from ofa.supernet import Supernet
 
@@ -33,12 +42,12 @@ def search() -> DnasSearch:
 
 
 def test_expected_macs_of_a_certain_choice_is_its_count(genome: Genome) -> None:
-    tables = _MacTables(genome)
+    tables = _TorchTables(genome, mac_cost(genome))
     for row in genome.sample(30, np.random.default_rng(0)):
         certain = [
             torch.nn.functional.one_hot(torch.tensor(int(i)), int(n)).double() for i, n in zip(row, genome.sizes)
         ]
-        assert float(expected_mmacs(genome, tables, certain)) == pytest.approx(genome.mmacs(row[None])[0], abs=1e-12)
+        assert float(expected_cost(genome, tables, certain)) == pytest.approx(genome.mmacs(row[None])[0], abs=1e-12)
 
 
 def test_expected_macs_agree_with_sampling(genome: Genome) -> None:
@@ -47,7 +56,7 @@ def test_expected_macs_agree_with_sampling(genome: Genome) -> None:
     draws = 100_000
     columns = [rng.choice(int(n), size=draws, p=p.numpy()) for n, p in zip(genome.sizes, probabilities)]
     sampled = genome.mmacs(genome.canonical(np.stack(columns, axis=1)))
-    expected = float(expected_mmacs(genome, _MacTables(genome), probabilities))
+    expected = float(expected_cost(genome, _TorchTables(genome, mac_cost(genome)), probabilities))
     assert abs(expected - sampled.mean()) < 4 * sampled.std() / np.sqrt(draws)
 
 
@@ -72,7 +81,7 @@ def test_relaxed_search_tunes_the_cost_weight_to_hit_the_budget(
     genome: Genome, search: DnasSearch, budget: float
 ) -> None:
     outcome = relaxed_search(genome, search, budget, seed=0)
-    assert abs(np.mean(outcome.expected_mmacs[-10:]) / budget - 1) < 0.1
+    assert abs(np.mean(outcome.expected_costs[-10:]) / budget - 1) < 0.1
     assert np.all(np.diff(outcome.log_probs) <= 0) and len(outcome.rows) >= 1
     assert outcome.seconds > 0 and outcome.peak_memory_mib >= 0
 
@@ -103,3 +112,26 @@ def test_dnas_inputs_are_checked(search: DnasSearch) -> None:
         DnasSettings(steps=0)
     with pytest.raises(ValueError, match="cost_rate must be a positive number"):
         DnasSettings(cost_rate=float("nan"))
+
+
+def test_expected_latency_of_a_table_estimator_and_a_latency_budget(genome: Genome, search: DnasSearch) -> None:
+    from ofa.latency_models import fit_estimator
+    from ofa.search_dnas import AdditiveCost
+    from tests.conftest import seeded_archs
+    from tests.test_latency import synthetic_table
+
+    tiny = load_space("tiny")
+    table = synthetic_table(tiny)
+    archs = seeded_archs(tiny, 40)
+    estimator = fit_estimator("table", tiny, 10, table.fingerprint, archs, 1.1 * table.layer_sum(archs) + 0.2, table)
+    tables = _TorchTables(genome, AdditiveCost(*estimator.additive_form(genome)))
+    for row in genome.sample(10, np.random.default_rng(2)):
+        certain = [
+            torch.nn.functional.one_hot(torch.tensor(int(i)), int(n)).double() for i, n in zip(row, genome.sizes)
+        ]
+        expected = float(expected_cost(genome, tables, certain))
+        assert expected == pytest.approx(estimator.predict(genome.decode(row[None]))[0], rel=1e-9)
+    budget = float(np.median(estimator.predict(archs)))
+    short = DnasSearch(search.supernet, search.batches, DnasSettings(steps=20))
+    result = search_budgets(tiny, lambda a: np.zeros(len(a)), [budget], None, 10, "dnas", None, estimator, short)
+    assert result.unit == "latency_ms" and result.results[0].best_cost <= budget + 1e-9
