@@ -43,13 +43,18 @@ class Measurements:
         from ofa.space import Arch
 
         self.run, self.path, self.values = run, path, {}
+        kept = []
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill: dropped below, so later lines start clean
+            self.values[Arch.from_dict(row["arch"])] = float(row["val_acc"])
+            kept.append(line + "\n")
         if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a kill
-                self.values[Arch.from_dict(row["arch"])] = float(row["val_acc"])
+            from ofa.atomic import atomic_write_text
+
+            atomic_write_text(path, "".join(kept))
         self.made = 0
 
     def val(self, arch: object) -> float:
