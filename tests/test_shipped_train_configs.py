@@ -57,3 +57,12 @@ def test_progressive_real_data_recipe_has_the_sandwich_recipes_compute():
     assert at_equal_compute(replace(progressive, epochs=sandwich.epochs)).epochs == progressive.epochs
     for key in ("data", "model", "optim", "calibration"):
         assert getattr(progressive, key) == getattr(sandwich, key)
+
+
+def test_alphanet_recipe_is_the_attentivenas_loop_with_the_alpha_divergence():
+    from dataclasses import replace
+
+    alphanet = load_train_config(ROOT / "configs" / "train" / "alphanet_imagenet.yaml")
+    attentive = load_train_config(ROOT / "configs" / "train" / "attentivenas_imagenet.yaml")
+    assert (alphanet.kd.loss, alphanet.kd.alpha_min, alphanet.kd.alpha_max, alphanet.kd.iw_clip) == ("alpha", -1, 1, 5)
+    assert replace(alphanet, name=attentive.name, kd=attentive.kd) == attentive
