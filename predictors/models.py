@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -357,15 +358,28 @@ class LightGBMPredictor(_FilePredictor):
         return choose_shrinkage(grid, squared, one_standard_error)
 
     def fit(self, archs: Sequence[Arch], targets: ArrayLike) -> LightGBMPredictor:
-        """Choose the shrinkage factor (cross-validation), then fit the members and the anchor on all archs."""
+        """Choose the shrinkage factor (cross-validation), then fit the members and the anchor on all archs.
+
+        With ``pseudo_label_factor`` k > 0 (SemiNAS, Luo et al., 2020): then predict k x as many seeded random
+        archs of the space and fit again on the measured and the pseudo-labelled archs together.
+        """
         values = _check_training_data(archs, targets)
         features = self.features(archs)
+        self._fit_features(features, values)
+        factor = int(self.settings.get("pseudo_label_factor", 0))
+        if factor > 0:
+            rng = random.Random(self.seed)
+            pool = self.features([self.space.sample(rng) for _ in range(factor * len(archs))])
+            pseudo = self.predict_encoded(pool)
+            self._fit_features(np.vstack([features, pool]), np.concatenate([values, pseudo]))
+        return self
+
+    def _fit_features(self, features: np.ndarray, values: np.ndarray) -> None:
         shrinkage = self._choose_shrinkage(features, values)
         self._members = self._fit_members(features, values)
         self._trees = compile_boosters([booster for _, booster in self._members])
         self._anchor = _fit_linear_base("log_macs", features, values, ()) if shrinkage < 1.0 else {"kind": "none"}
         self._shrinkage = shrinkage
-        return self
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Predicted scores: the members' mean of base + trees, shrunk towards the anchor."""

@@ -101,6 +101,11 @@ PREDICTORS: Mapping[str, PredictorSpec] = MappingProxyType(
             "LightGBM boosted from a log-MACs least-squares base",
             {**_LIGHTGBM_RIDGE, "linear_bases": ("log_macs",), "num_boost_round": 500},
         ),
+        "lightgbm_seminas": _spec(
+            "lightgbm",
+            "the default refitted on its own labels of as many random archs again (SemiNAS self-training)",
+            {**_LIGHTGBM_DEFAULT, "pseudo_label_factor": 1},
+        ),
         "lightgbm_plain": _spec("lightgbm", "LightGBM without a base, small trees", _LIGHTGBM_PLAIN),
         "lightgbm_naslib": _spec("lightgbm", "LightGBM with NASLib's large-data defaults", _LIGHTGBM_NASLIB),
         "gbdt": _spec(

@@ -308,3 +308,22 @@ def test_default_predictor_agrees_with_its_boosters() -> None:
         direct = anchor + predictor.shrinkage * (direct - anchor)
     expected = direct
     assert np.allclose(predictor.predict(held), expected, rtol=0, atol=1e-12)
+
+
+def test_seminas_predictor_refits_on_its_own_labels_of_random_archs(tmp_path) -> None:
+    """The registered self-training predictor is: fit, label as many seeded random archs, fit on both."""
+    space = load_space("tiny")
+    rng = random.Random(7)
+    archs = [space.sample(rng) for _ in range(40)]
+    targets = encode(space, archs, derived=True, num_classes=10)[:, -2] ** 0.5
+    seminas = create_predictor("lightgbm_seminas", space, seed=3, num_classes=10).fit(archs, targets)
+    plain = create_predictor("lightgbm", space, seed=3, num_classes=10).fit(archs, targets)
+    pool_rng = random.Random(3)
+    pool = [space.sample(pool_rng) for _ in range(len(archs))]
+    by_hand = create_predictor("lightgbm", space, seed=3, num_classes=10)
+    by_hand.fit(archs + pool, np.concatenate([targets, plain.predict(pool)]))
+    held = [space.sample(rng) for _ in range(50)]
+    assert np.allclose(seminas.predict(held), by_hand.predict(held), rtol=0, atol=1e-12)
+    assert not np.allclose(seminas.predict(held), plain.predict(held))
+    seminas.save(tmp_path / "seminas.json")
+    assert np.array_equal(load_predictor(tmp_path / "seminas.json", space).predict(held), seminas.predict(held))
