@@ -432,15 +432,30 @@ def _result(
     archs = [scorer.archs[key] for key in keys]
     costs = np.array([scorer.costs[key] for key in keys], dtype=np.float64)
     scores = np.array([scorer.scores[key] for key in keys], dtype=np.float64)
+    return _checked_result(strategy, scorer.cost, budget, archs, costs, scores, tuple(history), start, seed)
+
+
+def _checked_result(
+    strategy: str,
+    cost: _Cost,
+    budget: float,
+    archs: list[Arch],
+    costs: np.ndarray,
+    scores: np.ndarray,
+    history: tuple[float, ...],
+    start: float,
+    seed: int,
+    memory_mib: float | None = None,
+) -> SearchResult:
+    """The result of scored archs within the budget, after checking the costs of the best and of the front
+    with the independent per-arch count."""
     best = int(np.lexsort((costs, -scores))[0])
     # safety net: the cost tables must agree with an independent count on the archs that are reported
     checked = np.unique(np.concatenate(([best], pareto_front(costs, scores))))
-    counted = scorer.cost.of_archs([archs[i] for i in checked])
-    agree = np.array_equal if scorer.cost.exact else lambda a, b: np.allclose(a, b, rtol=1e-9, atol=0.0)
+    counted = cost.of_archs([archs[i] for i in checked])
+    agree = np.array_equal if cost.exact else lambda a, b: np.allclose(a, b, rtol=1e-9, atol=0.0)
     if not agree(counted, costs[checked]):
-        raise RuntimeError(
-            f"internal {scorer.cost.unit} tables disagree with the per-arch count; please report this bug"
-        )
+        raise RuntimeError(f"internal {cost.unit} tables disagree with the per-arch count; please report this bug")
     return SearchResult(
         strategy=strategy,
         budget=budget,
@@ -451,10 +466,11 @@ def _result(
         costs=costs,
         scores=scores,
         num_evaluations=len(archs),
-        history=tuple(history),
+        history=history,
         wall_time=time.perf_counter() - start,
         seed=seed,
-        unit=scorer.cost.unit,
+        unit=cost.unit,
+        memory_mib=memory_mib,
     )
 
 
@@ -573,30 +589,9 @@ def _dnas(
     keys = genome.keys(rows)
     first = sorted({key: index for index, key in reversed(list(enumerate(keys)))}.values())  # shrunk alike
     rows, scores = rows[first], outcome.log_probs[first]
+    history, memory = tuple(outcome.expected_costs), outcome.peak_memory_mib
     archs = genome.decode(rows)
-    costs = cost(rows)
-    best = int(np.lexsort((costs, -scores))[0])
-    agree = np.array_equal if scorer.cost.exact else lambda a, b: np.allclose(a, b, rtol=1e-9, atol=0.0)
-    if not agree(scorer.cost.of_archs([archs[best]]), costs[best : best + 1]):
-        raise RuntimeError(
-            f"internal {scorer.cost.unit} tables disagree with the per-arch count; please report this bug"
-        )
-    return SearchResult(
-        strategy="dnas",
-        budget=budget,
-        best_arch=archs[best],
-        best_cost=float(costs[best]),
-        best_score=float(scores[best]),
-        archs=tuple(archs),
-        costs=costs,
-        scores=scores,
-        num_evaluations=len(archs),
-        history=tuple(outcome.expected_costs),
-        wall_time=time.perf_counter() - start,
-        seed=seed,
-        unit=scorer.cost.unit,
-        memory_mib=outcome.peak_memory_mib,
-    )
+    return _checked_result("dnas", scorer.cost, budget, archs, cost(rows), scores, history, start, seed, memory)
 
 
 # ----------------------------------------------------------------------------------------------------
