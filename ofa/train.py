@@ -217,7 +217,8 @@ def progressive_step(
 ) -> list[float]:
     """One progressive-shrinking step (once-for-all): each of ``archs`` learns from the labels plus ``kd_ratio``
     times the distillation loss against the frozen ``teacher`` (None: labels only, the full-network phase);
-    dropout on every subnet, drop-path only without a teacher. Gradients accumulate into one optimizer step.
+    dropout on every subnet, drop-path only without a teacher. The batch is resized and the teacher run once per
+    resolution of the step. Gradients accumulate into one optimizer step.
 
     Raises:
         TrainingDivergedError: a loss is NaN or infinite (on any rank); the weights are left untouched.
@@ -227,16 +228,20 @@ def progressive_step(
     supernet.set_dropout(settings.dropout)
     supernet.set_drop_path(settings.drop_path if teacher is None else 0.0)
     losses = []
+    distilled = teacher is not None and kd_ratio > 0
+    resized: dict[int, torch.Tensor] = {}  # per resolution: the batch, and the teacher's targets for it
+    targets: dict[int, torch.Tensor] = {}
     for arch in archs:
-        resized = resize_to(images, arch.resolution)
+        if arch.resolution not in resized:
+            resized[arch.resolution] = resize_to(images, arch.resolution)
+            if distilled:
+                targets[arch.resolution] = _teacher_targets(teacher, resized[arch.resolution], settings)
         supernet.set_active(arch)
         with autocast:
-            logits = supernet(resized).float()
+            logits = supernet(resized[arch.resolution]).float()
             loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-            if teacher is not None and kd_ratio > 0:
-                loss = loss + kd_ratio * _distillation_loss(
-                    settings.kd, logits, _teacher_targets(teacher, resized, settings)
-                )
+            if distilled:
+                loss = loss + kd_ratio * _distillation_loss(settings.kd, logits, targets[arch.resolution])
         loss.backward()
         losses.append(loss.detach())
     names = [f"sampled subnet #{slot + 1}" for slot in range(len(archs))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -279,6 +280,11 @@ class _Training:
     phase: int = 0  # the phase the optimizer and scheduler belong to
     teacher: Supernet | None = None  # progressive shrinking: the frozen full network of the first phase
 
+    @functools.cached_property
+    def ends(self) -> tuple[Arch, Arch]:
+        """The largest and smallest subnets (the sandwich's first and last slots)."""
+        return self.space.max_arch(), self.space.min_arch()
+
 
 def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainResult:
     """Setup, then per epoch: train, evaluate the largest and smallest subnets, log, checkpoint."""
@@ -494,7 +500,8 @@ def _restore(training: _Training, state: dict) -> None:
     """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, random streams, guide."""
     training.supernet.load_state_dict(state["model"])
     if training.schedule is not None:
-        _start_phase_optimizer(training, state["phase"])
+        if state["phase"] != training.phase:  # _prepare built phase 0's
+            _start_phase_optimizer(training, state["phase"])
         if state["teacher"] is not None:
             training.teacher = _frozen_teacher(training.supernet)
             training.teacher.load_state_dict(state["teacher"])
@@ -566,7 +573,7 @@ def _step(
 
     count = config.sampler.num_subnets - 2
     sampled = training.archs_source.sample(training.rng, count, batch_scorer, scorer, warming_up)
-    archs = [training.space.max_arch(), *sampled, training.space.min_arch()]
+    archs = [training.ends[0], *sampled, training.ends[1]]
     return sampled, sandwich_step(supernet, images, labels, archs, training.optimizer, training.settings, context)
 
 
@@ -582,7 +589,7 @@ def _evaluate_epoch(
     the two evaluations themselves (``max``, ``min``)."""
     config, supernet = training.config, training.supernet
     train_seconds = time.perf_counter() - epoch_started
-    ends = {"max": training.space.max_arch(), "min": training.space.min_arch()}
+    ends = dict(zip(("max", "min"), training.ends))
     last = {key: evaluate_arch(supernet, arch, training.calibration, training.val_loader) for key, arch in ends.items()}
     supernet.train()
     means = sums / max(1, len(epoch_archs))

@@ -164,7 +164,8 @@ def _step_loss(teacher: Supernet | None, kd_ratio: float, archs: list[Arch]) -> 
 
 def test_progressive_step_adds_the_teachers_distillation_to_the_label_loss() -> None:
     space = load_space("tiny")
-    archs = [space.sample(random.Random(seed)) for seed in range(2)]
+    first, second = (space.sample(random.Random(seed)) for seed in range(2))
+    archs = [first, second, dataclasses.replace(second, resolution=first.resolution)]  # teacher reused at one size
     teacher, images, _ = _batch()
     teacher = ofa.trainer._frozen_teacher(teacher)
     labels_only = _step_loss(None, 1.0, archs)
