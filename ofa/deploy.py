@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import yaml
 
-from ofa._genome import Genome
+from ofa._genome import genome_of
 from ofa.atomic import atomic_write_text
 from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
@@ -449,7 +449,7 @@ def _random_cloud(
     space: SearchSpace, num_classes: int, predictor: Predictor, axis: CostAxis
 ) -> tuple[np.ndarray, np.ndarray]:
     """Costs and predicted accuracy of ``CLOUD_SIZE`` archs drawn uniformly from the space (fixed seed)."""
-    genome = Genome(space, num_classes)
+    genome = genome_of(space, num_classes)
     archs = genome.decode(genome.sample(CLOUD_SIZE, np.random.default_rng(CLOUD_SEED)))
     return axis.of_archs(archs), np.asarray(predictor.predict(archs), dtype=np.float64)
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ofa._genome import AdditiveTables, Genome
+from ofa._genome import AdditiveTables, Genome, genome_of
 from ofa.atomic import atomic_write_text
 from ofa.latency_timing import DeviceFingerprint, Runner, Timing, TimingSettings, make_runner, time_many
 from ofa.layout import BlockLayout, HeadLayout, NetworkLayout, StemLayout, network_layout
@@ -98,7 +98,7 @@ def distinct_layers(space: SearchSpace, num_classes: int) -> dict[str, Layer]:
             layers.setdefault(layer_key(part, num_classes), part)
         return 0.0
 
-    _tables(Genome(space, num_classes), record, record)
+    _tables(genome_of(space, num_classes), record, record)
     return layers
 
 

@@ -21,7 +21,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ class LatencyEstimator:
     intercept: float = 0.0
     table: LatencyTable | None = None
     predictor: Any = None
+    _table_sums: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # genome -> tables
 
     @functools.cached_property
     def fastest_ms(self) -> float:
@@ -119,20 +120,22 @@ class LatencyEstimator:
 
     def row_cost(self, genome: Genome) -> Callable[[np.ndarray], np.ndarray]:
         """Estimated latency (ms) of genome rows, vectorised through look-up tables where possible."""
-        if self.kind == "table":
-            assert self.table is not None
-            tables = self.table.genome_tables(genome)
-            return lambda rows: self.slope * genome.cost(rows, tables) + self.intercept
-        if self.kind == "macs":
-            return lambda rows: self.slope * genome.macs(rows).astype(np.float64) + self.intercept
-        return lambda rows: self.predict(genome.decode(rows))
+        form = self.additive_form(genome)
+        if form is None:
+            return lambda rows: self.predict(genome.decode(rows))
+        tables, slope, intercept = form
+        return lambda rows: slope * genome.cost(rows, tables) + intercept
 
     def additive_form(self, genome: Genome) -> tuple[AdditiveTables, float, float] | None:
         """``(tables, slope, intercept)`` with latency = slope x the additive cost of ``tables`` + intercept, for
-        the table and MACs estimators (differentiable search uses it); None for the learned one."""
+        the table and MACs estimators (the search's costs and the differentiable search's cost term); None for
+        the learned one. A table's sums over ``genome`` are built once per space and class count."""
         if self.kind == "table":
             assert self.table is not None
-            return self.table.genome_tables(genome), self.slope, self.intercept
+            key = (genome.space, genome.num_classes)
+            if key not in self._table_sums:
+                self._table_sums[key] = self.table.genome_tables(genome)
+            return self._table_sums[key], self.slope, self.intercept
         if self.kind == "macs":
             return genome.mac_tables, self.slope, self.intercept
         return None

@@ -235,11 +235,11 @@ def equal_compute_epochs(
 ) -> int:
     """The progressive run's epochs whose subnet forward-backward passes come closest to a sandwich run's
     (``sandwich_epochs`` x ``sandwich_subnets`` per step, at the same steps per epoch; ties: fewer epochs)."""
+    phases = build_schedule(space, phases, len(_default_phases(space) if phases is None else phases)).phases
+    weights, subnets = [phase.epochs for phase in phases], [phase.subnets for phase in phases]
     target = sandwich_epochs * sandwich_subnets
-    count = len(_default_phases(space) if phases is None else phases)
-    best, best_gap = count, math.inf
-    for epochs in range(count, target + 1):
-        gap = abs(build_schedule(space, phases, epochs).passes(1) - target)
-        if gap < best_gap:
-            best, best_gap = epochs, gap
-    return best
+
+    def gap(epochs: int) -> int:
+        return abs(sum(count * each for count, each in zip(phase_epochs(weights, epochs), subnets)) - target)
+
+    return min(range(len(phases), max(len(phases), target) + 1), key=gap)  # min keeps the first of ties

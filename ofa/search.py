@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ofa._genome import Genome
+from ofa._genome import Genome, genome_of
 from ofa.budget import (
     BUDGET_FORMS,
     MACS_PER_MMAC,
@@ -309,7 +309,7 @@ class _Scorer:
     def __init__(
         self, space: SearchSpace, objective: Objective, num_classes: int, latency: LatencyEstimator | None = None
     ) -> None:
-        self.genome = Genome(space, num_classes)
+        self.genome = genome_of(space, num_classes)
         self.cost = _cost(self.genome, latency)
         self.encoded: Callable[[np.ndarray], np.ndarray] | None = None
         if isinstance(objective, EncodedObjective):
@@ -586,8 +586,7 @@ def _dnas(
     form = mac_cost(genome) if latency is None else AdditiveCost(*latency.additive_form(genome))
     outcome = relaxed_search(genome, search, budget, seed, form)
     rows = genome.shrink(outcome.rows, budget, cost=cost)
-    keys = genome.keys(rows)
-    first = sorted({key: index for index, key in reversed(list(enumerate(keys)))}.values())  # shrunk alike
+    first = np.sort(np.unique(rows, axis=0, return_index=True)[1])  # rows shrunk alike: the most probable one
     rows, scores = rows[first], outcome.log_probs[first]
     history, memory = tuple(outcome.expected_costs), outcome.peak_memory_mib
     archs = genome.decode(rows)

@@ -109,8 +109,16 @@ class _TorchTables:
         tables, space = cost.tables, genome.space
         self.scale, self.offset = cost.scale, cost.offset
         self.base = torch.as_tensor(tables.base, dtype=torch.float64)
+        stages, indices, kernels, expands = (values.tolist() for values in genome.block_positions)
+        self.positions = list(zip(stages, kernels, expands))  # per block position: stage, kernel and expand columns
+        self.deeper = [  # per block position: which depth choices of its stage make it active
+            torch.as_tensor(genome.depth_values[stage][: int(genome.sizes[genome.depth_columns[stage]])] > block).to(
+                torch.float64
+            )
+            for stage, block in zip(stages, indices)
+        ]
         self.blocks = []
-        for stage, offset in zip(genome.block_positions[0].tolist(), tables.offsets.tolist()):
+        for stage, offset in zip(stages, tables.offsets.tolist()):
             shape = (
                 len(space.resolution),
                 len(space.width_choices[stage]),
@@ -135,11 +143,8 @@ def expected_cost(genome: Genome, tables: _TorchTables, probabilities: Sequence[
         probabilities[width[-1]],
         tables.base,
     )
-    stages, indices, kernels, expands = (values.tolist() for values in genome.block_positions)
-    for stage, block, kernel, expand, table in zip(stages, indices, kernels, expands, tables.blocks):
-        choices = probabilities[depth[stage]]
-        deeper = torch.as_tensor(genome.depth_values[stage][: len(choices)] > block, dtype=choices.dtype)
-        active = (choices * deeper).sum()
+    for (stage, kernel, expand), deeper, table in zip(tables.positions, tables.deeper, tables.blocks):
+        active = (probabilities[depth[stage]] * deeper).sum()
         term = torch.einsum(
             "r,i,o,k,e,rioke->",
             resolution,

@@ -17,16 +17,15 @@ White et al., 2021). Feature order, stable for a given space:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import numpy as np
 
-from ofa._genome import Genome
+from ofa._genome import genome_of
 from ofa.flops import DEFAULT_NUM_CLASSES
 from ofa.space import Arch, SearchSpace
 
-__all__ = ["encode", "feature_names", "genome_of"]
+__all__ = ["encode", "feature_names"]
 
 
 def feature_names(space: SearchSpace, derived: bool = True) -> list[str]:
@@ -41,12 +40,6 @@ def feature_names(space: SearchSpace, derived: bool = True) -> list[str]:
     if derived:
         names += ["mmacs", "mparams"]
     return names
-
-
-@functools.lru_cache(maxsize=16)
-def genome_of(space: SearchSpace, num_classes: int) -> Genome:
-    """The index-row encoding of ``space`` (its cost tables are built once per space and class count)."""
-    return Genome(space, num_classes)
 
 
 def encode(

@@ -6,9 +6,10 @@ import random
 import numpy as np
 import pytest
 
+from ofa._genome import genome_of
 from ofa.flops import count_macs_many, count_params_many
 from ofa.space import load_space
-from predictors.encoding import encode, feature_names, genome_of
+from predictors.encoding import encode, feature_names
 
 SPACES = ("tiny", "attentivenas", "ofa_mbv3")
 
