@@ -53,7 +53,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ofa.atomic import atomic_write_text
 from ofa.config import read_user_text
-from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params_many
+from ofa.flops import DEFAULT_NUM_CLASSES
 from ofa.space import Arch, SearchSpace, space_fingerprint
 from predictors.encoding import encode
 from predictors.registry import (
@@ -217,7 +217,7 @@ class _FilePredictor:
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Predicted scores (float64, one per arch)."""
-        return self.predict_encoded(encode(self.space, archs, derived=True, num_classes=self.num_classes))
+        return self.predict_encoded(self.features(archs))
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Predicted scores of archs already encoded (``predictors.encoding.encode`` with derived costs and
@@ -258,13 +258,9 @@ class CostPredictor(_FilePredictor):
             self.space.validate(arch)
         return self
 
-    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
-        """MACs (``macs``) or parameters (``params``) of each arch, as float64."""
-        count = count_macs_many if self.model == "macs" else count_params_many
-        return count(self.space, archs, num_classes=self.num_classes).astype(np.float64)
-
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
-        """MACs or parameters from the encoding's millions (exact: the counts are integers)."""
+        """MACs (``macs``) or parameters (``params``) of each arch, as float64, from the encoding's millions
+        (exact: the counts are integers)."""
         column = -2 if self.model == "macs" else -1
         return np.round(encoded[:, column] * 1e6)
 
@@ -331,12 +327,17 @@ class LightGBMPredictor(_FilePredictor):
 
     @staticmethod
     def _members_predict(
-        members: Sequence[tuple[dict[str, Any], lightgbm.Booster]], features: np.ndarray
+        members: Sequence[tuple[dict[str, Any], lightgbm.Booster]],
+        features: np.ndarray,
+        trees: TreeArrays | None = None,
     ) -> np.ndarray:
-        total = np.zeros(len(features))
-        for base, booster in members:
-            trees = np.asarray(booster.predict(features, num_threads=1), dtype=np.float64)
-            total += _linear_base_predict(base, features) + trees
+        """The members' mean of base + trees; the trees summed by ``trees`` (their arrays) when given, else by
+        each booster (cross-validation folds are predicted once: compiling would cost more)."""
+        total = sum(_linear_base_predict(base, features) for base, _ in members)
+        if trees is not None:
+            return (total + trees.predict(features)) / len(members)
+        for _, booster in members:
+            total = total + np.asarray(booster.predict(features, num_threads=1), dtype=np.float64)
         return total / len(members)
 
     def _choose_shrinkage(self, features: np.ndarray, values: np.ndarray) -> float:
@@ -388,11 +389,7 @@ class LightGBMPredictor(_FilePredictor):
         features = encoded
         if self._shrinkage == 0.0:  # the MACs fit alone: the members would be multiplied by zero
             return _linear_base_predict(self._anchor, features)
-        if self._trees is None:
-            average = self._members_predict(self._members, features)
-        else:
-            bases = sum(_linear_base_predict(base, features) for base, _ in self._members)
-            average = (bases + self._trees.predict(features)) / len(self._members)
+        average = self._members_predict(self._members, features, self._trees)
         if self._shrinkage == 1.0:
             return average
         anchor = _linear_base_predict(self._anchor, features)
@@ -486,15 +483,14 @@ class SklearnPredictor(_FilePredictor):
         self._train_archs: list[Arch] = []
         self._train_targets = np.zeros(0)
 
-    def features(self, archs: Sequence[Arch]) -> np.ndarray:
-        """The encoded archs; models on standardised inputs see the costs on a log scale."""
-        features = super().features(archs)
-        return _log_costs(features) if self.model in STANDARDISED_MODELS else features
+    def _inputs(self, encoded: np.ndarray) -> np.ndarray:
+        """What the estimator sees of the encoding: models on standardised inputs see the costs on a log scale."""
+        return _log_costs(encoded) if self.model in STANDARDISED_MODELS else encoded
 
     def fit(self, archs: Sequence[Arch], targets: ArrayLike) -> SklearnPredictor:
         """Fit a fresh estimator seeded with ``seed``."""
         values = _check_training_data(archs, targets)
-        features = self.features(archs)
+        features = self._inputs(self.features(archs))
         estimator = _build_sklearn(self.model, self.settings, self.seed, len(archs), features.shape[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -508,8 +504,7 @@ class SklearnPredictor(_FilePredictor):
         """Predicted scores."""
         if self._estimator is None:
             raise ValueError(f"predictor {self.name!r} is not fitted; call fit first")
-        inputs = _log_costs(encoded) if self.model in STANDARDISED_MODELS else encoded
-        return np.asarray(self._estimator.predict(inputs), dtype=np.float64).ravel()
+        return np.asarray(self._estimator.predict(self._inputs(encoded)), dtype=np.float64).ravel()
 
     def _payload(self) -> dict[str, Any]:
         if self._estimator is None:
