@@ -137,7 +137,7 @@ def main(
                 cell.setdefault(f"val @{budget:.2g}M", []).append(100 * value)
             cell.setdefault("queries / budget", []).append(queries / len(budgets))
             cell.setdefault("search s / budget", []).append(seconds / len(budgets))
-            cell.setdefault("peak memory MiB", []).append(np.nan if memory is None else memory)
+            cell.setdefault("activations MiB", []).append(np.nan if memory is None else memory)
     header = ["cap / budget", "strategy", *next(iter(table.values()))]
     rows = [
         ["-" if cap is None else str(cap), strategy, *(_cell(name, values) for name, values in cell.items())]

@@ -197,7 +197,7 @@ class SearchResult:
     wall_time: float
     seed: int
     unit: str = "mmacs"
-    memory_mib: float | None = None  # dnas: growth of the process's peak memory during the search
+    memory_mib: float | None = None  # dnas: the most activation memory one step's backward pass kept
 
     def front(self) -> np.ndarray:
         """Indices of the non-dominated evaluated archs, by increasing cost."""
@@ -588,7 +588,7 @@ def _dnas(
     rows = genome.shrink(outcome.rows, budget, cost=cost)
     first = np.sort(np.unique(rows, axis=0, return_index=True)[1])  # rows shrunk alike: the most probable one
     rows, scores = rows[first], outcome.log_probs[first]
-    history, memory = tuple(outcome.expected_costs), outcome.peak_memory_mib
+    history, memory = tuple(outcome.expected_costs), outcome.activation_mib
     archs = genome.decode(rows)
     return _checked_result("dnas", scorer.cost, budget, archs, cost(rows), scores, history, start, seed, memory)
 

@@ -22,10 +22,10 @@ drawn in the last quarter of the steps, ranked by their log-probability under th
 
 from __future__ import annotations
 
+import contextlib
 import math
-import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -78,13 +78,14 @@ class DnasSearch:
 @dataclass(frozen=True)
 class DnasOutcome:
     """Candidate rows (most probable first), their log-probabilities, the expected cost after each step,
-    wall seconds and the growth of the process's peak memory (MiB)."""
+    wall seconds and the most memory one step's backward pass kept (MiB: the activations autograd saved, the
+    supernet's weights excluded)."""
 
     rows: np.ndarray
     log_probs: np.ndarray
     expected_costs: list[float]
     seconds: float
-    peak_memory_mib: float
+    activation_mib: float
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def relaxed_search(
     optimizer = torch.optim.Adam(logits, lr=settings.learning_rate)
     tables, weight = _TorchTables(genome, mac_cost(genome) if cost is None else cost), settings.cost_weight
     history, drawn, started = [], {}, time.perf_counter()
-    memory_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    saved = _SavedActivations(supernet)
     was_training = supernet.training
     requires = [parameter.requires_grad for parameter in supernet.parameters()]
     supernet.requires_grad_(False)
@@ -211,9 +212,9 @@ def relaxed_search(
             relaxed = [_gumbel_softmax(vector, temperature, generator) for vector in logits]
             row = genome.canonical(np.array([[int(p.argmax()) for p in relaxed]], dtype=np.int64))
             arch = genome.decode(row)[0]
-            with frozen_bn_statistics(supernet):
+            with frozen_bn_statistics(supernet), saved.step():
                 output = gated_logits(supernet, genome, arch, _gates(relaxed, row[0]), images)
-            expected = expected_cost(genome, tables, [torch.softmax(vector, 0) for vector in logits])
+                expected = expected_cost(genome, tables, [torch.softmax(vector, 0) for vector in logits])
             miss = torch.abs(expected / budget - 1)
             loss = F.cross_entropy(output.float(), labels).double() + weight * miss
             optimizer.zero_grad()
@@ -227,8 +228,33 @@ def relaxed_search(
         supernet.train(was_training)
         for parameter, flag in zip(supernet.parameters(), requires):
             parameter.requires_grad_(flag)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_before) / 1024
-    return _outcome(genome, logits, list(drawn.values()), history, time.perf_counter() - started, peak)
+    seconds = time.perf_counter() - started
+    return _outcome(genome, logits, list(drawn.values()), history, seconds, saved.peak_bytes / 2**20)
+
+
+class _SavedActivations:
+    """The bytes of the tensors autograd saves for one step's backward pass (each storage once, the supernet's
+    weights left out), and their peak over steps."""
+
+    def __init__(self, supernet: Supernet) -> None:
+        self.weights = {parameter.untyped_storage().data_ptr() for parameter in supernet.parameters()}
+        self.weights |= {buffer.untyped_storage().data_ptr() for buffer in supernet.buffers()}
+        self.storages: dict[int, int] = {}
+        self.peak_bytes = 0
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.weights:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Count what the forward pass inside saves."""
+        self.storages = {}
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor):
+            yield
+        self.peak_bytes = max(self.peak_bytes, sum(self.storages.values()))
 
 
 def _gumbel_softmax(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -242,7 +268,7 @@ def _outcome(
     drawn: list[np.ndarray],
     history: list[float],
     seconds: float,
-    peak: float,
+    activation_mib: float,
 ) -> DnasOutcome:
     """The most probable row first, then the distinct rows drawn late, by log-probability under the logits."""
     with torch.no_grad():
@@ -254,4 +280,4 @@ def _outcome(
         [sum(log_probs[c][index] for c, index in enumerate(row) if used[c]) for row, used in zip(rows, active)]
     )
     order = np.argsort(-scores, kind="stable")
-    return DnasOutcome(rows[order], scores[order], history, seconds, max(0.0, peak))
+    return DnasOutcome(rows[order], scores[order], history, seconds, activation_mib)
