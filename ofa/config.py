@@ -17,6 +17,7 @@ import yaml
 
 __all__ = [
     "apply_overrides",
+    "check_int",
     "config_from_dict",
     "config_to_dict",
     "load_yaml",
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def check_int(value: object, name: str, minimum: int) -> None:
+    """``value`` must be an integer >= ``minimum``; the error names ``name`` (a config key or an argument)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def read_user_text(path: str | Path, what: str) -> str:

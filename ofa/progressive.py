@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ofa.config import check_int
 from ofa.space import SearchSpace
 
 __all__ = [
@@ -57,16 +58,14 @@ class Phase:
         unknown = [name for name in self.open if name not in DIMENSIONS]
         if unknown:
             raise ValueError(f"phase {self.name!r}: unknown dimension(s) {unknown}; allowed: {', '.join(DIMENSIONS)}")
-        if isinstance(self.choices, bool) or not isinstance(self.choices, int) or self.choices < 0:
-            raise ValueError(f"phase {self.name!r}: choices must be an integer >= 0 (0: all), got {self.choices!r}")
+        check_int(self.choices, f"phase {self.name!r}: choices (0: all)", 0)
         for key in ("epochs", "lr_scale"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"phase {self.name!r}: {key} must be a positive number, got {value}")
         if not (math.isfinite(self.warmup) and 0 <= self.warmup < self.epochs):
             raise ValueError(f"phase {self.name!r}: warmup must be in [0, epochs = {self.epochs}), got {self.warmup}")
-        if isinstance(self.subnets, bool) or not isinstance(self.subnets, int) or self.subnets < 1:
-            raise ValueError(f"phase {self.name!r}: subnets must be an integer >= 1, got {self.subnets!r}")
+        check_int(self.subnets, f"phase {self.name!r}: subnets", 1)
 
 
 DEFAULT_PHASES = (

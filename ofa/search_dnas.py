@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ofa._genome import MACS_PER_MMAC, AdditiveTables, Genome
 from ofa.bn import resize_to
+from ofa.config import check_int
 from ofa.space import Arch
 from ofa.supernet import Supernet
 from ofa.train import frozen_bn_statistics
@@ -57,8 +58,7 @@ class DnasSettings:
     cost_rate: float = 0.1
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"DnasSettings.steps must be an integer >= 1, got {self.steps!r}")
+        check_int(self.steps, "DnasSettings.steps", 1)
         for name in ("learning_rate", "temperature_start", "temperature_end", "cost_weight", "cost_rate"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ofa.config import apply_overrides, config_from_dict, load_yaml
+from ofa.config import apply_overrides, check_int, config_from_dict, load_yaml
 from ofa.progressive import Phase
 from ofa.sampling import SAMPLERS, SCORERS
 
@@ -34,12 +34,6 @@ __all__ = [
     "check_int",
     "load_train_config",
 ]
-
-
-def check_int(value: object, name: str, minimum: int) -> None:
-    """``value`` must be an integer >= ``minimum``; the error names ``name`` (a config key or an argument)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
