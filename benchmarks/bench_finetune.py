@@ -199,9 +199,7 @@ def main(
         raise ValueError(f"--data {data}: expected the CIFAR-10 development set there (train/, val/, test/)")
     out.mkdir(parents=True, exist_ok=True)
     archs = chosen_archs(BUDGETS)
-    helper_command = _helper_command(data, out, seeds, run_dirs, finetune_epochs, distill) + (
-        [] if scratch else ["--skip-scratch"]
-    )
+    helper_command = helper_command_of(data, out, seeds, run_dirs, finetune_epochs, distill, epochs, scratch)
     helpers = [] if worker else [subprocess.Popen(helper_command, cwd=ROOT) for _ in range(max(0, jobs - 1))]
     for seed in seeds:
         if seed not in run_dirs and _claim(out / f".supernet-s{seed}.claim"):
@@ -236,13 +234,22 @@ def _jobs(seeds: Sequence[int], distill: bool, scratch: bool = True) -> list[Job
     ]
 
 
-def _helper_command(
-    data: Path, out: Path, seeds: Sequence[int], run_dirs: dict[int, Path], finetune_epochs: int, distill: bool
+def helper_command_of(
+    data: Path,
+    out: Path,
+    seeds: Sequence[int],
+    run_dirs: dict[int, Path],
+    finetune_epochs: int,
+    distill: bool,
+    epochs: int | None,
+    scratch: bool,
 ) -> list[str]:
+    """The command of a helper process: the same settings as this one, running claimed jobs only."""
     command = [sys.executable, "-m", "benchmarks.bench_finetune", "--data", str(data), "--out", str(out)]
     command += ["--seeds", ",".join(map(str, seeds)), "--finetune-epochs", str(finetune_epochs), "--worker"]
     command += [f"--runs={seed}={folder}" for seed, folder in run_dirs.items()]
-    return command + ([] if distill else ["--no-kd"])
+    command += [] if epochs is None else [f"--epochs={epochs}"]
+    return command + ([] if distill else ["--no-kd"]) + ([] if scratch else ["--skip-scratch"])
 
 
 def _write(out: Path, rows: Sequence[Sequence[str]], seeds: int, finetune_epochs: int, distill: bool) -> None:

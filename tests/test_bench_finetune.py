@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.bench_finetune
 import ofa.pipeline
-from benchmarks.bench_finetune import RECIPE, _run_dirs, chosen_archs, train_supernet
+from benchmarks.bench_finetune import RECIPE, _run_dirs, chosen_archs, helper_command_of, train_supernet
 from ofa.flops import count_macs, count_params
 from ofa.space import load_space
 from ofa.train_config import load_train_config
@@ -78,3 +79,18 @@ def test_supernet_epochs_come_from_the_recipe_unless_given(
     recipe = load_train_config(RECIPE)
     assert config.epochs == (recipe.epochs if epochs is None else epochs)
     assert config.seed == 3 and run_dir == tmp_path / "out" / "supernet-s3"
+
+
+@pytest.mark.parametrize(("epochs", "distill", "scratch"), [(None, True, True), (64, False, False)])
+def test_a_helper_process_gets_every_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epochs: int | None, distill: bool, scratch: bool
+) -> None:
+    settings = (tmp_path / "data", tmp_path / "out", [0, 1], {1: tmp_path / "run1"}, 3, distill, epochs, scratch)
+    command = helper_command_of(*settings)
+    assert command[1:3] == ["-m", "benchmarks.bench_finetune"]
+    received = []
+    monkeypatch.setattr(benchmarks.bench_finetune, "main", lambda *arguments: received.append(arguments))
+    benchmarks.bench_finetune.cli(command[3:])
+    ((data, out, seeds, run_dirs, finetune_epochs, kd, jobs, worker, got_epochs, got_scratch),) = received
+    assert (Path(data), Path(out), seeds, run_dirs, finetune_epochs) == settings[:5]
+    assert (kd, got_epochs, got_scratch, jobs, worker) == (distill, epochs, scratch, 1, True)
