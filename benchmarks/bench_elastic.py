@@ -15,6 +15,7 @@ both on the tiny max arch); the ops the two models run are the same either way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -58,8 +59,10 @@ def _step(model: nn.Module, inputs: torch.Tensor, train: bool) -> Callable[[], o
 
     def forward_backward() -> object:
         model.zero_grad(set_to_none=True)
-        loss = model(inputs).square().mean()
-        loss.backward()
+        # the supernet as the trainer's steps run it (gradients written straight into the weights' slices)
+        with model.direct_gradients() if isinstance(model, Supernet) else contextlib.nullcontext():
+            loss = model(inputs).square().mean()
+            loss.backward()
         return loss
 
     return forward_backward

@@ -19,14 +19,21 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "LAYOUT_WARNING",
     "DynamicBatchNorm2d",
     "DynamicConv2d",
     "DynamicLinear",
     "DynamicSqueezeExcite",
+    "GradientSwitch",
     "activation_layer",
+    "share_gradient_switch",
     "slice_to_shape",
     "transform_name",
 ]
+
+# torch's one-time note when a gradient is accumulated in place into a tensor laid out unlike its
+# variable; with direct gradients that is every sliced weight, by design (a slice of the full gradient)
+LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
 
 
 def activation_layer(name: str) -> nn.Module:
@@ -61,17 +68,14 @@ def slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def _cached_views(
     cache: dict, key: Hashable, tensors: tuple[torch.Tensor | None, ...], indices: tuple[Any, ...]
 ) -> tuple[torch.Tensor | None, ...]:
-    """``tensor[index]`` of each tensor (the tensor itself for a None tensor or index).
+    """``tensor[index]`` of each tensor (the tensor itself for a None tensor or index), for autograd off.
 
-    With autograd on, the views are taken anew (gradients must reach the parameters). With autograd off,
-    the views of ``key`` are kept in ``cache`` and reused as long as every tensor keeps its storage: a view
+    The views of ``key`` are kept in ``cache`` and reused as long as every tensor keeps its storage: a view
     aliases the live storage, so in-place updates (optimizer steps, ``load_state_dict``, BN statistics) are
     seen, while a reassigned or moved tensor has a new storage (the old one stays alive in the cache, so
     its address cannot be reused) and gets fresh views. Taking the views is then one dict look-up instead
     of several slicing ops per layer.
     """
-    if torch.is_grad_enabled():
-        return tuple(t if t is None or i is None else t[i] for t, i in zip(tensors, indices))
     stamp = tuple(0 if t is None else t.data_ptr() for t in tensors)
     entry = cache.get(key)
     if entry is None or entry[0] != stamp:
@@ -81,21 +85,94 @@ def _cached_views(
     return entry[1]
 
 
+def _leaf_views(
+    cache: dict, key: Hashable, tensors: tuple[torch.Tensor | None, ...], indices: tuple[Any, ...]
+) -> tuple[torch.Tensor | None, ...]:
+    """Like :func:`_cached_views`, for autograd on: each view of a parameter that requires a gradient is a
+    leaf that requires one too, and its ``.grad`` is the same slice of the parameter's ``.grad``.
+
+    The backward pass then accumulates each slice's gradient in place into the parameter's gradient:
+    no slicing op in the forward pass and no full-size zero-padded gradient per slice in the backward
+    pass (what plain slicing costs at every step). A missing parameter gradient is created here, as
+    zeros (reusing the last one this cache bound, zeroed), because it must exist before the backward pass.
+    """
+    stamp = tuple(None if t is None else (t.data_ptr(), t.requires_grad) for t in tensors)
+    entry = cache.get(key)
+    if entry is None or entry[0] != stamp:
+        views = tuple(
+            t if t is None or i is None else t.detach()[i].requires_grad_(t.requires_grad)
+            for t, i in zip(tensors, indices)
+        )
+        entry = cache[key] = (stamp, views, [None] * len(tensors))
+    _, views, bound = entry
+    for position, (tensor, index, view) in enumerate(zip(tensors, indices, views)):
+        if view is tensor or not view.requires_grad:
+            continue
+        gradient = tensor.grad
+        if gradient is None:
+            gradient = bound[position]
+            gradient = torch.zeros_like(tensor) if gradient is None else gradient.zero_()
+            tensor.grad = gradient
+        if bound[position] is not gradient:
+            view.grad = gradient[index]
+            bound[position] = gradient
+    return views
+
+
 class _ViewCache:
-    """Mixin for layers with a ``_views`` cache of :func:`_cached_views`: copies and pickles start empty."""
+    """Mixin for the sliced layers: the slices of their parameters and buffers for one choice (``key``).
+
+    With autograd off the views are cached (:func:`_cached_views`). With autograd on they are plain slices
+    taken anew at every call, or, while the layer's ``gradient_switch`` is on (see
+    :meth:`ofa.supernet.Supernet.direct_gradients`), cached leaf views whose gradients are slices of the
+    parameters' gradients (:func:`_leaf_views`). Copies and pickles start with empty caches.
+    """
+
+    def _init_views(self) -> None:
+        self._views: dict[Hashable, tuple] = {}  # choice -> (storage stamp, views); autograd off
+        self._leaves: dict[Hashable, tuple] = {}  # choice -> (stamp, leaf views, bound gradients)
+        self.gradient_switch = GradientSwitch()
+
+    def _sliced(
+        self, key: Hashable, tensors: tuple[torch.Tensor | None, ...], indices: tuple[Any, ...]
+    ) -> tuple[torch.Tensor | None, ...]:
+        if not torch.is_grad_enabled():
+            return _cached_views(self._views, key, tensors, indices)
+        if self.gradient_switch.enabled:
+            return _leaf_views(self._leaves, key, tensors, indices)
+        return tuple(t if t is None or i is None else t[i] for t, i in zip(tensors, indices))
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state["_views"] = {}
+        state["_leaves"] = {}
         return state
+
+
+class GradientSwitch:
+    """Whether the sliced layers sharing this switch use direct gradients (one flag for a whole supernet)."""
+
+    __slots__ = ("enabled",)
+
+    def __init__(self) -> None:
+        self.enabled = False
+
+
+def share_gradient_switch(model: nn.Module) -> GradientSwitch:
+    """Give every sliced layer of ``model`` one new switch (off) and return it."""
+    switch = GradientSwitch()
+    for module in model.modules():
+        if isinstance(module, _ViewCache):
+            module.gradient_switch = switch
+    return switch
 
 
 class DynamicConv2d(_ViewCache, nn.Module):
     """Conv2d whose output channels and kernel size are chosen per call; input channels follow the input.
 
     The slice of each (input, output, kernel) choice is worked out once (a per-layer table of Python
-    slices). With autograd off (``torch.no_grad``/``inference_mode``) the sliced views themselves are kept
-    per choice too (see :func:`_cached_views`); with autograd on they are taken anew at every call.
+    slices); the sliced views come from :class:`_ViewCache` (cached with autograd off or with direct
+    gradients, taken anew at every call otherwise).
 
     Args:
         max_in_channels: input channels of the largest subnet.
@@ -131,7 +208,7 @@ class DynamicConv2d(_ViewCache, nn.Module):
             self.register_parameter(transform_name(larger, smaller), nn.Parameter(torch.eye(smaller * smaller)))
         # (in, out, kernel) -> (weight index or None for all, bias slice or None, padding, groups)
         self._slices: dict[tuple, tuple] = {}
-        self._views: dict[tuple, tuple] = {}  # (in, out, kernel) -> (storage stamp, views); autograd off only
+        self._init_views()  # keyed by (in, out, kernel)
 
     def _slice_plan(self, in_channels: int, out_channels: int | None, kernel_size: int | None) -> tuple:
         out_channels = in_channels if self.depthwise else (out_channels or self.weight.size(0))
@@ -168,7 +245,7 @@ class DynamicConv2d(_ViewCache, nn.Module):
             weight = self.kernel_weight(kernel_size, x.size(1) if self.depthwise else out_channels)
             bias = bias if bias_index is None else bias[bias_index]
         elif index is not None or bias_index is not None:
-            weight, bias = _cached_views(self._views, key, (weight, bias), (index, bias_index))
+            weight, bias = self._sliced(key, (weight, bias), (index, bias_index))
         return F.conv2d(x, weight, bias, self.stride, padding, 1, groups)
 
 
@@ -197,7 +274,7 @@ class DynamicBatchNorm2d(_ViewCache, nn.BatchNorm2d):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
-        self._views: dict[int, tuple] = {}  # channels -> (storage stamp, views); autograd off only
+        self._init_views()  # keyed by channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.size(1)
@@ -210,8 +287,8 @@ class DynamicBatchNorm2d(_ViewCache, nn.BatchNorm2d):
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or not self.track_running_stats
         index = slice(0, channels)
-        running_mean, running_var, weight, bias = _cached_views(
-            self._views, channels, (self.running_mean, self.running_var, self.weight, self.bias), (index,) * 4
+        running_mean, running_var, weight, bias = self._sliced(
+            channels, (self.running_mean, self.running_var, self.weight, self.bias), (index,) * 4
         )
         return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, momentum, self.eps)
 
@@ -224,13 +301,13 @@ class DynamicLinear(_ViewCache, nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, max_in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
         nn.init.normal_(self.weight, std=0.01)
-        self._views: dict[int, tuple] = {}  # in features -> (storage stamp, views); autograd off only
+        self._init_views()  # keyed by in features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = x.size(1)
         if features == self.weight.size(1):
             return F.linear(x, self.weight, self.bias)
-        (weight,) = _cached_views(self._views, features, (self.weight,), ((slice(None), slice(0, features)),))
+        (weight,) = self._sliced(features, (self.weight,), ((slice(None), slice(0, features)),))
         return F.linear(x, weight, self.bias)
 
 

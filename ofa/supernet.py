@@ -9,6 +9,9 @@ equivalent :class:`~ofa.static.StaticNet` with the sliced weights and BN statist
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from itertools import islice
 
 import torch
@@ -16,11 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa._dynamic import (
+    LAYOUT_WARNING,
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicLinear,
     DynamicSqueezeExcite,
     activation_layer,
+    share_gradient_switch,
     slice_to_shape,
 )
 from ofa.layout import mid_channels, network_layout, se_channels, shortcut_kind
@@ -245,6 +250,7 @@ class Supernet(nn.Module):
         )
         self.active_depth = tuple(max(stage.depth) for stage in space.stages)
         self.active_arch = self.set_active(space.max_arch())
+        self.gradient_switch = share_gradient_switch(self)
 
     def set_active(self, arch: Arch) -> Arch:
         """Make ``arch`` the subnet that ``forward`` runs (validated against the space); returns it."""
@@ -277,6 +283,26 @@ class Supernet(nn.Module):
         blocks = [block for stage in self.stages for block in stage]
         for index, block in enumerate(blocks):
             block.drop_path_rate = rate * index / len(blocks)
+
+    @contextlib.contextmanager
+    def direct_gradients(self) -> Iterator[None]:
+        """Training passes that write each sliced weight's gradient straight into its slice of the full
+        parameter's ``.grad`` (what the trainer's steps use; the gradients are the same as plain slicing's).
+
+        Inside, a forward pass with autograd on uses cached leaf views of the sliced weights whose ``.grad``
+        are slices of the parameters' ``.grad``: no slicing ops per pass and no full-size zero-padded gradient
+        per slice in the backward pass. The parameters' gradients are therefore created (as zeros, reusing
+        the previous buffer) by the forward pass, so: reset gradients only before a forward pass, never between
+        a forward pass and its backward pass (the gradient would land in the old buffer), and follow each
+        forward pass with autograd on by its backward pass (or the parameters it sliced keep zero gradients).
+        """
+        previous, self.gradient_switch.enabled = self.gradient_switch.enabled, True
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=LAYOUT_WARNING)
+                yield
+        finally:
+            self.gradient_switch.enabled = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, stem, H/2, W/2)

@@ -152,32 +152,33 @@ def sandwich_step(
     if len(archs) < 2:
         raise ValueError(f"a sandwich step needs at least the max and min subnets, got {len(archs)} archs")
     optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
-    losses = []
-    # largest subnet: labels, dropout, drop-path
-    supernet.set_active(archs[0])
-    supernet.set_dropout(settings.dropout)
-    supernet.set_drop_path(settings.drop_path)
-    with autocast:
-        logits = supernet(resize_to(images, archs[0].resolution))
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
-    loss.backward()
-    losses.append(loss.detach())
-    # KL takes the teacher's probabilities; the alpha-divergence its log-probabilities (finite where p underflows)
-    teacher = (F.log_softmax if settings.kd.loss == "alpha" else F.softmax)(logits.detach().float(), dim=1)
-    # sampled and smallest subnets: in-place distillation
-    supernet.set_dropout(0.0)
-    supernet.set_drop_path(0.0)
-    for arch in archs[1:]:
-        supernet.set_active(arch)
+    with supernet.direct_gradients():
+        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
+        losses = []
+        # largest subnet: labels, dropout, drop-path
+        supernet.set_active(archs[0])
+        supernet.set_dropout(settings.dropout)
+        supernet.set_drop_path(settings.drop_path)
         with autocast:
-            logits = supernet(resize_to(images, arch.resolution)).float()
-            loss = _distillation_loss(settings.kd, logits, teacher)
-            if settings.distill_label_weight > 0:
-                labelled = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-                loss = (1 - settings.distill_label_weight) * loss + settings.distill_label_weight * labelled
+            logits = supernet(resize_to(images, archs[0].resolution))
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
         loss.backward()
         losses.append(loss.detach())
+        # KL takes the teacher's probabilities; the alpha-divergence its log-probabilities (finite where p underflows)
+        teacher = (F.log_softmax if settings.kd.loss == "alpha" else F.softmax)(logits.detach().float(), dim=1)
+        # sampled and smallest subnets: in-place distillation
+        supernet.set_dropout(0.0)
+        supernet.set_drop_path(0.0)
+        for arch in archs[1:]:
+            supernet.set_active(arch)
+            with autocast:
+                logits = supernet(resize_to(images, arch.resolution)).float()
+                loss = _distillation_loss(settings.kd, logits, teacher)
+                if settings.distill_label_weight > 0:
+                    labelled = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+                    loss = (1 - settings.distill_label_weight) * loss + settings.distill_label_weight * labelled
+            loss.backward()
+            losses.append(loss.detach())
     names = [f"the {_slot_name(slot, len(archs))} subnet" for slot in range(len(archs))]
     return _apply_step(supernet, losses, names, optimizer, settings, context)
 
@@ -224,26 +225,27 @@ def progressive_step(
         TrainingDivergedError: a loss is NaN or infinite (on any rank); the weights are left untouched.
     """
     optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
-    supernet.set_dropout(settings.dropout)
-    supernet.set_drop_path(settings.drop_path if teacher is None else 0.0)
-    losses = []
-    distilled = teacher is not None and kd_ratio > 0
-    resized: dict[int, torch.Tensor] = {}  # per resolution: the batch, and the teacher's targets for it
-    targets: dict[int, torch.Tensor] = {}
-    for arch in archs:
-        if arch.resolution not in resized:
-            resized[arch.resolution] = resize_to(images, arch.resolution)
-            if distilled:
-                targets[arch.resolution] = _teacher_targets(teacher, resized[arch.resolution], settings)
-        supernet.set_active(arch)
-        with autocast:
-            logits = supernet(resized[arch.resolution]).float()
-            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-            if distilled:
-                loss = loss + kd_ratio * _distillation_loss(settings.kd, logits, targets[arch.resolution])
-        loss.backward()
-        losses.append(loss.detach())
+    with supernet.direct_gradients():
+        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
+        supernet.set_dropout(settings.dropout)
+        supernet.set_drop_path(settings.drop_path if teacher is None else 0.0)
+        losses = []
+        distilled = teacher is not None and kd_ratio > 0
+        resized: dict[int, torch.Tensor] = {}  # per resolution: the batch, and the teacher's targets for it
+        targets: dict[int, torch.Tensor] = {}
+        for arch in archs:
+            if arch.resolution not in resized:
+                resized[arch.resolution] = resize_to(images, arch.resolution)
+                if distilled:
+                    targets[arch.resolution] = _teacher_targets(teacher, resized[arch.resolution], settings)
+            supernet.set_active(arch)
+            with autocast:
+                logits = supernet(resized[arch.resolution]).float()
+                loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+                if distilled:
+                    loss = loss + kd_ratio * _distillation_loss(settings.kd, logits, targets[arch.resolution])
+            loss.backward()
+            losses.append(loss.detach())
     names = [f"sampled subnet #{slot + 1}" for slot in range(len(archs))]
     return _apply_step(supernet, losses, names, optimizer, settings, context)
 
