@@ -1,4 +1,4 @@
-"""The whole benchmark suite: ``python -m benchmarks`` (or ``make bench``): P1-P6, the predictor table, L1 (latency).
+"""The whole benchmark suite: ``python -m benchmarks`` (or ``make bench``): P0-P6, the predictor table, L1 (latency).
 
 Every section prints its own table, then one summary table of ratios against the goals follows. All timings
 are measured on this machine, side by side in one run. ``--only P1,P3`` runs a subset; ``--quick`` uses
@@ -29,6 +29,20 @@ class Section:
     run: Callable[[bool, str | None], dict[str, float]]  # (quick, dev data folder or None)
     summarise: Callable[[dict[str, float]], list[Row]]
     needs_dev_data: bool = False
+
+
+def _p0(quick: bool, dev_data: str | None) -> dict[str, float]:
+    from benchmarks.bench_startup import main
+
+    return main(repeats=3 if quick else 7)
+
+
+def _p0_rows(results: dict[str, float]) -> list[Row]:
+    rows: list[Row] = []
+    for command in ("ofa --help", "ofa flops"):
+        seconds = results[f"{command} seconds"]
+        rows.append(("P0", f"start-up of {command} (s, wall)", seconds, "< 0.5 s", seconds < 0.5))
+    return rows
 
 
 def _p1(quick: bool, dev_data: str | None) -> dict[str, float]:
@@ -175,6 +189,7 @@ def _latency_rows(results: dict[str, float]) -> list[Row]:
 
 
 SECTIONS = (
+    Section("P0", "command-line start-up", _p0, _p0_rows),
     Section("P1", "elastic overhead", _p1, _p1_rows),
     Section("P2", "counter speed", _p2, _p2_rows),
     Section("P3", "sandwich efficiency and attentive overhead (P3, P4)", _p3p4, _p3p4_rows),

@@ -114,7 +114,7 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
 def add_latency_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``ofa latency build|measure|fit|validate``."""
     from ofa.cli import CLASSES_HELP, positive_int
-    from ofa.latency_models import DEFAULT_LEARNED_PREDICTOR, ESTIMATORS
+    from ofa.cost_axis import DEFAULT_LEARNED_PREDICTOR, ESTIMATORS
 
     latency = commands.add_parser("latency", help="latency tables and estimators for this machine")
     actions = latency.add_subparsers(dest="latency_command", required=True, metavar="ACTION")

@@ -20,7 +20,12 @@ from ofa.space import Arch, SearchSpace
 if TYPE_CHECKING:
     from ofa.latency_models import LatencyEstimator
 
-__all__ = ["CostAxis", "latency_axis", "mac_axis"]
+__all__ = ["DEFAULT_LEARNED_PREDICTOR", "ESTIMATORS", "CostAxis", "latency_axis", "mac_axis"]
+
+# the kinds of latency estimator (``ofa.latency_models``), here so the command line can offer them without
+# importing torch
+ESTIMATORS = ("table", "learned", "macs")
+DEFAULT_LEARNED_PREDICTOR = "lightgbm"
 
 
 @dataclass(frozen=True)

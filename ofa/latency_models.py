@@ -29,6 +29,7 @@ import numpy as np
 
 from ofa._genome import AdditiveTables, Genome
 from ofa.atomic import atomic_write_text
+from ofa.cost_axis import DEFAULT_LEARNED_PREDICTOR, ESTIMATORS
 from ofa.flops import count_macs_many
 from ofa.latency import LatencyTable, table_from_dict
 from ofa.latency_timing import DeviceFingerprint
@@ -45,8 +46,6 @@ __all__ = [
 
 ESTIMATOR_FORMAT = "ofa-latency-estimator"
 ESTIMATOR_VERSION = 1
-ESTIMATORS = ("table", "learned", "macs")
-DEFAULT_LEARNED_PREDICTOR = "lightgbm"
 FASTEST_PROBES = 512  # random archs (besides the smallest) probed for the fastest estimated latency
 
 

@@ -1,0 +1,66 @@
+"""P0: command-line start-up, wall seconds of ``ofa --help`` and ``ofa flops`` in a fresh interpreter.
+
+Each command runs as its own process (``python -m ofa.cli ...``, what the ``ofa`` script runs), interleaved
+with a bare ``python -c pass`` so the interpreter's own start is shown beside them; the median of the repeats
+is reported, and which heavy libraries (torch, scikit-learn, LightGBM) the command imported. Goal: under
+0.5 s each (the command line imports those only in the commands that need them).
+
+Run: ``python -m benchmarks.bench_startup``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.common import interleaved_times, median, print_table
+
+__all__ = ["COMMANDS", "heavy_imports", "main"]
+
+ARCH = Path(__file__).resolve().parent.parent / "configs" / "archs" / "attentivenas_a0.yaml"
+COMMANDS = {
+    "python -c pass": ["-c", "pass"],
+    "ofa --help": ["-m", "ofa.cli", "--help"],
+    "ofa flops": ["-m", "ofa.cli", "flops", "--space", "attentivenas", "--arch", str(ARCH)],
+}
+HEAVY = ("torch", "sklearn", "lightgbm")
+
+
+def _run(arguments: list[str]) -> Callable[[], object]:
+    def call() -> object:
+        return subprocess.run([sys.executable, *arguments], check=True, capture_output=True)
+
+    return call
+
+
+def heavy_imports(arguments: list[str]) -> list[str]:
+    """The heavy libraries a command leaves imported (run in-process after its ``main`` returns)."""
+    if arguments[:1] != ["-m"]:
+        return []
+    script = (
+        "import sys\nfrom ofa.cli import main\n"
+        f"try:\n    main({arguments[2:]!r})\nexcept SystemExit:\n    pass\n"
+        f"print('heavy:' + ','.join(name for name in {HEAVY!r} if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    line = result.stdout.splitlines()[-1].removeprefix("heavy:")
+    return [name for name in line.split(",") if name]
+
+
+def main(repeats: int = 7) -> dict[str, float]:
+    """Time every command, print a table, return ``{"<command> seconds": median}``."""
+    times = interleaved_times({name: _run(arguments) for name, arguments in COMMANDS.items()}, repeats, warmup=1)
+    results, rows = {}, []
+    for name, arguments in COMMANDS.items():
+        seconds = median(times[name][0])
+        results[f"{name} seconds"] = seconds
+        rows.append((name, seconds, min(times[name][0]), ", ".join(heavy_imports(arguments)) or "-"))
+    print(f"P0 command-line start-up (wall seconds per process, median of {repeats} interleaved runs)")
+    print_table(("command", "median s", "fastest s", "heavy libraries imported"), rows)
+    return results
+
+
+if __name__ == "__main__":
+    main()
