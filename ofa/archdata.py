@@ -24,6 +24,7 @@ import torch
 from ofa.atomic import atomic_write_text
 from ofa.evaluate import evaluate_arch, evaluate_model
 from ofa.flops import count_macs, count_params
+from ofa.runfolder import measurement_source_path, recorded_measurement_source
 from ofa.sampling import FlopsTable, FlopsTargetSampler, space_fingerprint
 from ofa.space import Arch, SearchSpace
 from ofa.supernet import Supernet
@@ -180,16 +181,9 @@ def measure_to_csv(
     return read_arch_csv(path, supernet.space)
 
 
-def source_path(path: Path) -> Path:
-    """Where the source of the measurements in the arch CSV ``path`` is recorded."""
-    return path.with_name(f"{path.name}.source.json")
-
-
 def _retire_if_stale(path: Path, source: dict[str, object]) -> None:
-    record = source_path(path)
     if path.is_file():
-        previous = json.loads(record.read_text()) if record.is_file() else None
-        if previous == source:
+        if recorded_measurement_source(path) == source:
             return
         number = 1
         while (aside := path.with_name(f"{path.stem}.stale-{number}{path.suffix}")).exists():
@@ -198,7 +192,7 @@ def _retire_if_stale(path: Path, source: dict[str, object]) -> None:
         print(
             f"{path}: measured on other weights or calibration; moved to {aside.name}, measuring again", file=sys.stderr
         )
-    atomic_write_text(record, json.dumps(source, indent=1, sort_keys=True))
+    atomic_write_text(measurement_source_path(path), json.dumps(source, indent=1, sort_keys=True))
 
 
 def archs_from_csv(path: str | Path, space: SearchSpace) -> list[Arch]:

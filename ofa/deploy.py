@@ -18,7 +18,8 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,7 +33,7 @@ from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.runfolder import CHECKPOINT_NAMES, RunFolder
+from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, recorded_measurement_source
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
 from predictors.dataset import read_arch_csv
@@ -202,11 +203,24 @@ def _calibration_seed(run_dir: Path) -> int:
         raise ValueError(f"{path} is malformed ({type(error).__name__}: {error})") from None
 
 
-def _measured(run_dir: Path, space: SearchSpace) -> dict[Arch, tuple[float, float]]:
+def _measured(
+    run_dir: Path, space: SearchSpace, source: Mapping[str, object] | None = None
+) -> dict[Arch, tuple[float, float]]:
     """Val and test accuracy of every arch in ``RUN/archs.csv`` measured with the run's calibration seed
-    (what ``run.evaluate`` would measure; repeated measurements with other seeds are left out)."""
+    (what ``run.evaluate`` would measure; repeated measurements with other seeds are left out).
+
+    Given the run's current ``source`` (:attr:`ofa.runs.LoadedRun.measurement_source`), rows measured on other
+    weights or calibration (another recorded source, or none) are stale: none is returned, with a note.
+    """
     data = RunFolder(run_dir).arch_data
     if not data.is_file():
+        return {}
+    if source is not None and recorded_measurement_source(data) != dict(source):
+        print(
+            f"{data}: measured on other weights or calibration than the run's; not reused "
+            f"(`ofa evaluate {run_dir}` measures again)",
+            file=sys.stderr,
+        )
         return {}
     seed = _calibration_seed(run_dir)
     known: dict[Arch, tuple[float, float]] = {}
@@ -234,6 +248,11 @@ class MeasurableRun(Protocol):
         """Classifier outputs."""
         ...
 
+    @property
+    def measurement_source(self) -> Mapping[str, object]:
+        """What a measurement depends on besides the arch and calibration seed (weights digest, calibration)."""
+        ...
+
     def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
         """Accuracy and loss of ``arch`` on ``split``."""
         ...
@@ -254,8 +273,9 @@ def search_run(
     """Search every budget with the predictor, evaluate the finalists in the supernet, write the results.
 
     Every input is checked before anything is evaluated. Archs already measured in ``RUN/archs.csv`` (with the
-    run's calibration seed) are not measured again and compete with the finalists: each budget gets the best val
-    accuracy measured within it (ties: cheaper, then better predicted), never worse as it grows.
+    run's calibration seed, on its current weights) are not measured again and compete with the finalists: each
+    budget gets the best val accuracy measured within it (ties: cheaper, then better predicted), never worse as
+    it grows.
 
     Args:
         run: a :class:`ofa.runs.LoadedRun`, or anything :class:`MeasurableRun` describes.
@@ -315,7 +335,7 @@ def _write_search(
     _write_result(folder.search_result(axis.file_stem, "csv"), _pareto_csv(chosen, axis))
     if plot_predictor is not None:
         cloud = _random_cloud(run.space, run.num_classes, plot_predictor, axis)
-        measured = _measured(run.run_dir, run.space)
+        measured = _measured(run.run_dir, run.space, run.measurement_source)
         figure = pareto_figure(chosen, result, cloud, measured, axis, run.space.name)
         folder.search_folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder.search_result(axis.file_stem, "png"), dpi=120)
@@ -378,7 +398,7 @@ def _choose_measured(
     from tqdm import tqdm
 
     space, num_classes = run.space, run.num_classes
-    known = _measured(run.run_dir, space)
+    known = _measured(run.run_dir, space, run.measurement_source)
     picks: dict[int, ChosenSubnet] = {}
     bar = tqdm(total=len(result.budgets) * finalists, desc="evaluate finalists", disable=not progress, leave=False)
     # smallest budget first: an arch measured for a smaller budget is a candidate for every larger one

@@ -22,10 +22,11 @@ No other module spells a file name of a run; they ask a :class:`RunFolder` for t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_NAMES", "RUN_FORMAT", "RunFolder"]
+__all__ = ["CHECKPOINT_NAMES", "RUN_FORMAT", "RunFolder", "measurement_source_path", "recorded_measurement_source"]
 
 RUN_FORMAT = 1  # the checkpoint ``format`` this version writes and reads
 CHECKPOINT_NAMES = ("latest", "best")
@@ -202,3 +203,26 @@ class RunFolder:
     def summary(self) -> Path:
         """``ofa run``'s rows and stage timings as JSON."""
         return self.report_folder / "summary.json"
+
+
+def measurement_source_path(arch_csv: Path) -> Path:
+    """Where the source of the measurements in the arch CSV ``arch_csv`` (in a run or not) is recorded."""
+    return arch_csv.with_name(f"{arch_csv.name}.source.json")
+
+
+def recorded_measurement_source(arch_csv: Path) -> dict[str, object] | None:
+    """What the rows of ``arch_csv`` were measured on (checkpoint digest, calibration), None if unrecorded.
+
+    Raises:
+        ValueError: the record is not a JSON object.
+    """
+    path = measurement_source_path(arch_csv)
+    if not path.is_file():
+        return None
+    try:
+        source = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is malformed ({type(error).__name__}: {error}); delete it to measure again") from None
+    if not isinstance(source, dict):
+        raise ValueError(f"{path} holds a {type(source).__name__}, not a JSON object; delete it to measure again")
+    return source

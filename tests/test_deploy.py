@@ -41,6 +41,7 @@ from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import load_subnet, read_export_info
 from ofa.flops import count_macs, count_macs_many, count_params
 from ofa.pareto import pareto_front
+from ofa.runfolder import measurement_source_path
 from ofa.runs import LoadedRun, load_run
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import Arch, SearchSpace, load_space
@@ -113,6 +114,7 @@ class StubRun:
     space: SearchSpace = TINY
     num_classes: int = NUM_CLASSES
     calls: list[tuple[Arch, str]] = dataclasses.field(default_factory=list)
+    measurement_source: dict[str, object] = dataclasses.field(default_factory=lambda: {"checkpoint_sha256": "stub"})
 
     def evaluate(self, arch: Arch, split: str = "val") -> Evaluation:
         self.calls.append((arch, split))
@@ -195,6 +197,31 @@ def test_finalist_ties_go_to_the_cheaper(cost_predictors: dict[str, Path], tmp_p
         assert (subnet.mmacs, -subnet.predicted_acc) == min(inside)
     tested = [arch for arch, split in run.calls if split == "test"]
     assert len(tested) == len(set(tested)) and set(tested) == {subnet.arch for subnet in chosen}
+
+
+@pytest.mark.parametrize("recorded", ["stub", "other weights"])
+def test_search_reuses_measured_archs_only_from_the_same_weights(
+    recorded: str, cost_predictors: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """An arch in RUN/archs.csv competes with the finalists only if it was measured on the run's weights."""
+    from predictors.dataset import ArchRecord, write_arch_csv
+    from predictors.models import load_predictor
+
+    run = StubRun(tmp_path / "run")
+    run.run_dir.mkdir()
+    arch = TINY.min_arch()  # within every budget, measured far above what the stub run measures
+    mmacs = count_macs(TINY, arch, NUM_CLASSES) / 1e6
+    params = count_params(TINY, arch, NUM_CLASSES)
+    record = ArchRecord(TINY.name, arch, mmacs, params, arch.resolution, 0.99, 0.98, 0.1, 0)
+    write_arch_csv(run.run_dir / "archs.csv", [record])
+    measurement_source_path(run.run_dir / "archs.csv").write_text(json.dumps({"checkpoint_sha256": recorded}))
+    predictor = load_predictor(cost_predictors["macs"], TINY)
+    chosen, _ = search_run(run, BUDGETS, predictor, QUICK, finalists=2, plot=False)
+    reused = [subnet.val_acc == 0.99 for subnet in chosen]
+    if recorded == "stub":
+        assert all(reused) and "not reused" not in capsys.readouterr().err
+    else:
+        assert not any(reused) and "not reused" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
