@@ -111,6 +111,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{where}: {value} is outside the 64-bit integer range")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

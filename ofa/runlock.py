@@ -43,13 +43,15 @@ def _try_lock(descriptor: int) -> bool:
 
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path, command: str, create: bool = False) -> Iterator[None]:
-    """Hold the write lock of ``run_dir`` for the ``with`` block (``create``: make the folder if needed).
+    """Hold the write lock of ``run_dir`` for the ``with`` block (``create``: make the folder if needed, and
+    remove it again if the block wrote nothing into it).
 
     Raises:
         RunLockedError: another process holds it; the message names that process and its command.
         ValueError: ``run_dir`` does not exist and ``create`` is false.
     """
     run_dir = Path(run_dir)
+    created = create and not run_dir.exists()
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
     elif not run_dir.is_dir():
@@ -69,5 +71,8 @@ def run_lock(run_dir: str | Path, command: str, create: bool = False) -> Iterato
             yield
         finally:
             os.ftruncate(descriptor, 0)
+            if created and [entry.name for entry in run_dir.iterdir()] == [path.name]:
+                path.unlink()  # a run folder this call made and nothing was written into (e.g. bad input)
+                run_dir.rmdir()
     finally:
         os.close(descriptor)  # closing the descriptor releases the lock

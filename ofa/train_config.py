@@ -17,6 +17,7 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 AUGMENTATIONS = ("auto", "resized_crop", "crop_flip")  # auto: each data set's own protocol
 CALIBRATION_IMAGES = 2000  # BN calibration images by default (once-for-all's setting)
 DIGITS_CALIBRATION_IMAGES = 512  # the embedded digits' training split is small (1,257 images)
+SEED_LIMIT = 2**32  # seeds lie in [0, SEED_LIMIT): every generator (torch, numpy, random) takes them
 
 __all__ = [
     "AUGMENTATIONS",
@@ -245,6 +246,8 @@ class CalibrationSection:
             raise ValueError(f"calibration.num_batches must be >= 1, got {self.num_batches}")
         if self.batch_size < 1:
             raise ValueError(f"calibration.batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"calibration.seed must be an integer in [0, 2**32), got {self.seed}")
 
     def batches_for(self, data_name: str) -> int:
         """How many calibration batches of ``batch_size`` a run on data set ``data_name`` uses."""
@@ -294,6 +297,8 @@ class TrainConfig:
     progressive: ProgressiveSection = field(default_factory=ProgressiveSection)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -90,6 +90,16 @@ def test_parse_override_reads_yaml_values() -> None:
         (("optim.lr=.nan",), "optim: lr must be a finite number, got nan"),
         (("optim.grad_clip_value=.nan",), "optim: grad_clip_value must be a finite number, got nan"),
         (("optim.weight_decay=.inf",), "optim: weight_decay must be a finite number, got inf"),
+        (("optim.weight_decay=.nan",), "optim: weight_decay must be a finite number, got nan"),
+        (("optim.lr=.inf",), "optim: lr must be a finite number, got inf"),
+        (("optim.min_lr=.nan",), "optim: min_lr must be a finite number, got nan"),
+        (("optim.min_lr=.inf",), "optim: min_lr must be a finite number, got inf"),
+        (("optim.grad_clip_value=.inf",), "optim: grad_clip_value must be a finite number, got inf"),
+        (("seed=100000000000000000000000",), "seed: 100000000000000000000000 is outside the 64-bit integer range"),
+        (("seed=1e23",), "seed: expected an integer, got str '1e23'"),
+        (("seed=4294967296",), "seed must be an integer in [0, 2**32), got 4294967296"),
+        (("seed=-1",), "seed must be an integer in [0, 2**32), got -1"),
+        (("calibration.seed=-3",), "calibration.seed must be an integer in [0, 2**32), got -3"),
         (
             ("data.image_size=0",),
             "data.image_size must be an integer >= 8 (or null: the space's largest resolution), got 0",
@@ -277,6 +287,9 @@ def test_resume_refuses_another_recipe_naming_every_difference(tmp_path: Path) -
         (["--set", "epochs=ten"], "epochs: expected an integer, got str 'ten'"),
         (["--set", "data.name=imagefolder", "--set", "data.root=/no/such/folder"], "data root /no/such/folder"),
         (["--resume"], "no checkpoint at"),
+        (["--set", "seed=100000000000000000000000"], "seed: 100000000000000000000000 is outside the 64-bit"),
+        (["--set", "optim.warmup_epochs=.inf"], "optim: warmup_epochs must be a finite number, got inf"),
+        (["--set", "data.image_size=0"], "data.image_size must be an integer >= 8"),
     ],
 )
 def test_cli_bad_input_is_one_line_with_exit_code_2(
@@ -287,7 +300,7 @@ def test_cli_bad_input_is_one_line_with_exit_code_2(
     assert code == 2
     assert captured.err.startswith("ofa train: error: ") and captured.err.count("\n") == 1
     assert message in captured.err and "Traceback" not in captured.err
-    assert not (tmp_path / "digits" / "metrics.csv").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing created
 
 
 def test_cli_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
