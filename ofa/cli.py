@@ -123,9 +123,10 @@ def _command_export(args: argparse.Namespace) -> None:
     _check_latency_model_option(args)
     budget = args.flops if args.latency is None else args.latency
     latency_model = None if args.latency is None else (args.latency_model or "")
-    out, info = export_from_run(
-        args.run, args.arch, budget, args.out, args.force, args.onnx, args.predictor, latency_model
-    )
+    with run_lock(args.run, "ofa export"):  # it may fit and save the run's predictor
+        out, info = export_from_run(
+            args.run, args.arch, budget, args.out, args.force, args.onnx, args.predictor, latency_model
+        )
     onnx = f", ONNX max abs diff {info['onnx']['max_abs_diff']:.2e}" if info.get("onnx") else ""
     measured = info.get("metadata") or {}
     accuracy = ", ".join(f"{split} {100 * measured[f'{split}_acc']:.2f}%" for split in ("val", "test"))
@@ -172,10 +173,10 @@ def _command_search(args: argparse.Namespace) -> None:
     if args.finalists < 1:
         raise ValueError(f"--finalists must be >= 1, got {args.finalists}")
     capped_settings(settings, args.strategy, args.max_queries)  # a bad cap is refused before any work
-    predictor = find_predictor(args.run, space, args.predictor, num_classes=num_classes)
     from ofa.runs import load_run
 
     with run_lock(args.run, "ofa search"):
+        predictor = find_predictor(args.run, space, args.predictor, num_classes=num_classes)  # may save one
         run = load_run(args.run)
         chosen, summary = search_run(
             run,

@@ -31,6 +31,7 @@ from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import default_budgets, train_or_continue
 from ofa.progressive import build_schedule, equal_compute_epochs
 from ofa.runfolder import RunFolder
+from ofa.runlock import run_lock
 from ofa.runs import load_run
 from ofa.space import load_space
 from ofa.train_config import load_train_config
@@ -155,8 +156,9 @@ def _train_and_measure(name: str, config: TrainConfig, archs: Sequence[Arch], sh
     """Train one variant (or keep its finished run) and measure ``archs`` in its final weights (rows measured
     on other weights are re-measured)."""
     val_max, val_min = train_or_continue(config, show, f"[{name}] ")
-    run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
-    records = run.measure_into(RunFolder(config.run_dir).compare_arch_data, archs, progress=show)
+    with run_lock(config.run_dir, "ofa compare"):
+        run = load_run(config.run_dir, "latest")  # identical compute: compare the final weights
+        records = run.measure_into(RunFolder(config.run_dir).compare_arch_data, archs, progress=show)
     by_arch = {record.arch: record for record in records}
     chosen = [by_arch[arch] for arch in archs]
     return VariantResult(

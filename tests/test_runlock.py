@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -55,3 +56,34 @@ def test_a_missing_run_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="run directory not found"), run_lock(tmp_path / "missing", "ofa evaluate"):
         pass
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_folder_made_for_a_writer_that_wrote_nothing_is_removed_again(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="bad input"), run_lock(tmp_path / "new", "ofa train", create=True):
+        raise RuntimeError("bad input")
+    assert not (tmp_path / "new").exists()
+    with run_lock(tmp_path / "kept", "ofa train", create=True):
+        (tmp_path / "kept" / "config.yaml").write_text("seed: 0\n")
+    assert sorted(path.name for path in (tmp_path / "kept").iterdir()) == [".lock", "config.yaml"]
+
+
+@pytest.mark.parametrize("command", ["export", "search"])
+def test_export_and_search_refuse_a_run_being_written(command: str, trained_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    arguments = {"export": ["--flops", "3M", "--out", str(tmp_path / "out")], "search": ["--budgets", "3M"]}
+    holder = _holder(run_dir)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "ofa.cli", command, str(run_dir), *arguments[command]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1, completed.stderr
+    assert f"is being written by pid {holder.pid} (ofa train)" in completed.stderr
+    assert not (tmp_path / "out").exists() and not (run_dir / "search").exists()
