@@ -50,6 +50,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "check_export_target",
     "export_subnet",
+    "is_export",
     "load_subnet",
     "preprocess",
     "read_export_info",
@@ -302,6 +303,11 @@ def _fsync(path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------------
+
+
+def is_export(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a finished export (its ``arch.json`` is written last)."""
+    return (Path(directory) / ARCH_FILE).is_file()
 
 
 def read_export_info(directory: str | Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ofa.bn import recalibrate_bn, resize_to
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.data import calibration_images
 from ofa.evaluate import Evaluation, evaluate_model
-from ofa.export import check_export_target, read_export_info
+from ofa.export import check_export_target, is_export, read_export_info
 from ofa.runs import LoadedRun, load_run
 from ofa.space import Arch
 from ofa.static import StaticNet
@@ -115,7 +115,7 @@ def resolve_finetune_source(
     from ofa.space import load_arch
 
     source = Path(source)
-    if (source / "arch.json").is_file():
+    if is_export(source):
         if arch_file is not None or budget is not None:
             raise ValueError(f"{source} is an exported subnet: it fixes the arch, drop --arch/--flops")
         info = read_export_info(source)
@@ -245,9 +245,7 @@ def _initial_model(run: LoadedRun, arch: Arch, settings: FinetuneSettings) -> St
 def _teacher(run: LoadedRun) -> nn.Module:
     """The supernet's largest subnet, BN recalibrated, frozen in eval mode."""
     largest = run.space.max_arch()
-    run.supernet.set_active(largest)
-    recalibrate_bn(run.supernet, run.calibration_images, largest.resolution)
-    teacher = run.supernet.extract(largest).eval()
+    teacher = run.calibrated_subnet(largest)
     teacher.resolution = largest.resolution
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)

@@ -38,7 +38,7 @@ from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict, load_yaml
 from ofa.deploy import search_run
 from ofa.evaluate import evaluate_model
-from ofa.export import load_subnet, preprocess, read_export_info
+from ofa.export import is_export, load_subnet, preprocess, read_export_info
 from ofa.finetune import FinetuneSettings, finetune_subnet
 from ofa.flops import count_macs_many
 from ofa.report import write_report
@@ -365,13 +365,13 @@ def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> flo
 
     out = RunFolder(run.run_dir).export(subnet.budget, finetuned=True)
     finetune = FinetuneSettings(epochs=settings.finetune_epochs, distill=True, seed=settings.seed)
-    if (out / "arch.json").is_file():
+    if is_export(out):
         info = read_export_info(out)
         metadata = info.get("metadata") or {}
         wanted = {"training": "finetune", "epochs": finetune.epochs, "distill": 1, "seed": finetune.seed}
         if info["arch"] == subnet.arch.to_dict() and all(metadata.get(k) == v for k, v in wanted.items()):
             return metadata.get("test_acc")
-    if out.exists() and not (out / "arch.json").is_file():
+    if out.exists() and not is_export(out):
         shutil.rmtree(out)  # a half-written folder of an interrupted earlier export
     result = finetune_subnet(run, subnet.arch, finetune, out, force=True, onnx=settings.onnx, progress=show)
     return result.test_acc
@@ -392,7 +392,7 @@ def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
         }
         if subnet.latency_ms is not None:
             metadata["latency_ms"] = subnet.latency_ms
-        if out.exists() and not (out / "arch.json").is_file():
+        if out.exists() and not is_export(out):
             shutil.rmtree(out)  # a half-written folder of an interrupted earlier export
         run.export(model, subnet.arch, out, metadata, force=True, onnx=onnx)
         loaded = load_subnet(out)
