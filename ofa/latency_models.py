@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from ofa.flops import count_macs_many
 from ofa.latency import LatencyTable, table_from_dict
 from ofa.latency_timing import DeviceFingerprint
 from ofa.space import Arch, SearchSpace, read_yaml_or_json, space_fingerprint
+
+if TYPE_CHECKING:
+    from predictors.models import Predictor
 
 __all__ = [
     "ESTIMATORS",
@@ -94,7 +97,7 @@ class LatencyEstimator:
     slope: float = 1.0
     intercept: float = 0.0
     table: LatencyTable | None = None
-    predictor: Any = None
+    predictor: Predictor | None = None
     _table_sums: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # genome -> tables
 
     @functools.cached_property

@@ -36,7 +36,7 @@ from ofa.archdata import spread_archs
 from ofa.budget import check_budget, smallest_mmacs
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict, load_yaml
-from ofa.deploy import search_run
+from ofa.deploy import ChosenSubnet, search_run
 from ofa.evaluate import evaluate_model
 from ofa.export import is_export, load_subnet, preprocess, read_export_info
 from ofa.finetune import FinetuneSettings, finetune_subnet
@@ -332,7 +332,9 @@ def _budgets(config: TrainConfig, settings: PipelineSettings) -> list[float]:
     return default_budgets(space, num_classes, settings.num_budgets)
 
 
-def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -> tuple:
+def _fit_predictor(
+    run: LoadedRun, records: list[ArchRecord], model: str, settings: PipelineSettings
+) -> tuple[Predictor, dict[str, object]]:
     """Score a predictor fitted on 1 - ``holdout`` of the records on the rest, then fit the final one on all."""
     order = list(range(len(records)))
     random.Random(settings.seed).shuffle(order)
@@ -357,7 +359,7 @@ def _fit_predictor(run, records: list, model: str, settings: PipelineSettings) -
     return final, holdout
 
 
-def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> float | None:
+def _finetune_export(run: LoadedRun, subnet: ChosenSubnet, settings: PipelineSettings, show: bool) -> float | None:
     """Fine-tune one chosen subnet into ``RUN/export/<budget>M-finetuned``; returns its test accuracy.
 
     A finished fine-tune of the same arch, epochs and seed is kept; an unfinished one is continued.
@@ -377,7 +379,7 @@ def _finetune_export(run, subnet, settings: PipelineSettings, show: bool) -> flo
     return result.test_acc
 
 
-def _export_all(run, chosen: list, onnx: bool) -> list[tuple[Path, float]]:
+def _export_all(run: LoadedRun, chosen: list[ChosenSubnet], onnx: bool) -> list[tuple[Path, float]]:
     """Export every chosen subnet into ``RUN/export/<budget>M`` and measure the reloaded model's test accuracy."""
     exports = []
     for subnet in chosen:
