@@ -11,7 +11,7 @@ import torch
 from ofa.atomic import atomic_write, remove_stale_temp_files
 from ofa.runfolder import RUN_FORMAT
 
-__all__ = ["atomic_save", "load_checkpoint", "load_tensors"]
+__all__ = ["atomic_save", "load_checkpoint", "load_tensors", "save_checkpoint_pair"]
 
 
 def atomic_save(state: dict[str, Any], path: Path) -> None:
@@ -23,6 +23,17 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
     """
     remove_stale_temp_files(path)
     atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def save_checkpoint_pair(checkpoint: dict[str, Any], best: Path, latest: Path, improved: bool) -> None:
+    """Write an epoch's checkpoint as ``latest`` and, when it ``improved``, first as ``best``.
+
+    Best goes first, so a kill at any instant leaves a loadable pair that agrees on the best epoch: either
+    both old, or best new and latest old (resuming trains the epoch again, exactly), or both new.
+    """
+    if improved:
+        atomic_save(checkpoint, best)
+    atomic_save(checkpoint, latest)
 
 
 def _first_line(error: BaseException) -> str:

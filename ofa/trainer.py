@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ofa.channel_sort import sort_channels
-from ofa.checkpoint import atomic_save, load_checkpoint
+from ofa.checkpoint import load_checkpoint, save_checkpoint_pair
 from ofa.config import config_from_dict, config_to_dict
 from ofa.data import DataBundle, build_datasets, calibration_images
 from ofa.distributed import DistributedContext, init_distributed
@@ -621,8 +621,8 @@ def _sampler_label(training: _Training, warming_up: bool) -> str:
 
 
 def _save_checkpoints(training: _Training, epoch: int, row: dict, improved: bool) -> None:
-    """``latest.pt`` every epoch, ``best.pt`` when the largest subnet improved, best first: a kill between
-    the two writes never leaves ``latest`` ahead of ``best``."""
+    """``latest.pt`` every epoch, ``best.pt`` when the largest subnet improved (see
+    :func:`ofa.checkpoint.save_checkpoint_pair`)."""
     config, guide = training.config, training.guide
     checkpoint = {
         "format": RUN_FORMAT,
@@ -642,9 +642,7 @@ def _save_checkpoints(training: _Training, epoch: int, row: dict, improved: bool
         "phase": training.phase,
         "teacher": training.teacher.state_dict() if training.teacher is not None else None,
     }
-    if improved:
-        atomic_save(checkpoint, training.folder.best)
-    atomic_save(checkpoint, training.folder.latest)
+    save_checkpoint_pair(checkpoint, training.folder.best, training.folder.latest, improved)
 
 
 def _check_finite_weights(supernet: Supernet) -> None:

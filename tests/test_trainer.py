@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -14,7 +15,7 @@ import torch
 
 import ofa.atomic
 import ofa.trainer
-from ofa.checkpoint import atomic_save, load_checkpoint
+from ofa.checkpoint import atomic_save, load_checkpoint, save_checkpoint_pair
 from ofa.cli import main as cli_main
 from ofa.config import config_to_dict
 from ofa.space import Arch
@@ -302,6 +303,45 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(
     assert path.read_bytes() == before
     assert torch.equal(load_checkpoint(path)["model"]["weight"], torch.full((3, 3), 1.0))
     assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+
+
+PAIR_WRITE_STEPS = 8  # per file: torch.save into the temp file, its fsync, the rename, the folder's fsync
+
+
+@pytest.mark.parametrize("improved", [True, False], ids=["improved", "not-improved"])
+@pytest.mark.parametrize("kill_at", range(PAIR_WRITE_STEPS + 1))
+def test_a_kill_at_any_step_of_the_pair_write_leaves_a_consistent_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill_at: int, improved: bool
+) -> None:
+    """Epoch 1 is best and latest; epoch 2 is written and the process dies at step ``kill_at`` of the I/O."""
+    best, latest = tmp_path / "best.pt", tmp_path / "latest.pt"
+    save_checkpoint_pair({**_small_state(1.0), "best_accuracy": 0.5}, best, latest, improved=True)
+    steps: list[str] = []
+
+    def counted(name: str, real: Callable) -> Callable:
+        def step(*args: object) -> object:
+            if len(steps) == kill_at:
+                raise Interrupt
+            steps.append(name)
+            return real(*args)
+
+        return step
+
+    monkeypatch.setattr(torch, "save", counted("save", torch.save))
+    monkeypatch.setattr(ofa.atomic.os, "fsync", counted("fsync", ofa.atomic.os.fsync))
+    monkeypatch.setattr(ofa.atomic.os, "replace", counted("replace", ofa.atomic.os.replace))
+    second = {**_small_state(2.0), "best_accuracy": 0.6 if improved else 0.5}
+    finished = kill_at >= (PAIR_WRITE_STEPS if improved else PAIR_WRITE_STEPS // 2)
+    with contextlib.nullcontext() if finished else pytest.raises(Interrupt):
+        save_checkpoint_pair(second, best, latest, improved)
+    monkeypatch.undo()
+    pair = (load_checkpoint(best)["epoch"], load_checkpoint(latest)["epoch"])  # both load, whatever the step
+    assert pair in ([(1, 1), (2, 1), (2, 2)] if improved else [(1, 1), (1, 2)])
+    if pair[1] == 2:  # latest is the new epoch: it agrees with best on the best accuracy
+        assert load_checkpoint(latest)["best_accuracy"] == load_checkpoint(best)["best_accuracy"]
+    if finished:  # every step was reached: the kill points above covered each of them
+        assert steps == ["save", "fsync", "replace", "fsync"] * (2 if improved else 1)
+        assert pair == ((2, 2) if improved else (1, 2))
 
 
 def test_temp_file_of_a_killed_writer_is_ignored_then_removed(tmp_path: Path) -> None:
