@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import ofa.atomic
+import ofa.checkpoint
 import ofa.trainer
 from ofa.checkpoint import atomic_save, load_checkpoint, save_checkpoint_pair
 from ofa.cli import main as cli_main
@@ -391,14 +392,14 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     config = quick_config(tmp_path, "max_steps_per_epoch=2")
     latest = config.run_dir / "checkpoints" / "latest.pt"
     saved: list[bytes] = []
-    real_save = ofa.trainer.atomic_save
+    real_save = ofa.checkpoint.atomic_save
 
     def recording_save(state: dict, path: Path) -> None:
         real_save(state, path)
         if path == latest:
             saved.append(path.read_bytes())
 
-    monkeypatch.setattr(ofa.trainer, "atomic_save", recording_save)
+    monkeypatch.setattr(ofa.checkpoint, "atomic_save", recording_save)
     monkeypatch.setattr(ofa.trainer, "sandwich_step", counting(ofa.trainer.sandwich_step, 3, _poison))
     with pytest.raises(TrainingDivergedError) as caught:
         train(config, progress=False)
