@@ -80,6 +80,8 @@ def _command_train(args: argparse.Namespace) -> None:
 def _command_evaluate(args: argparse.Namespace) -> None:
     if args.num_archs is not None and args.num_archs < 1:
         raise ValueError(f"--num-archs must be >= 1, got {args.num_archs}")
+    if args.out:
+        check_file_target(args.out, "--out")  # before the run is loaded (seconds)
     with run_lock(args.run, "ofa evaluate"):
         _evaluate_locked(args)
 

@@ -20,6 +20,12 @@ def _files(folder: Path) -> dict[str, Path]:
     (folder / "unclosed.yaml").write_text("name: [a\nseed: 1\n")
     (folder / "python_tag.yaml").write_text("name: !!python/object:os.system a\n")
     (folder / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    (folder / "latin1_csv.csv").write_bytes(b"space,arch\ncaf\xe9,1\n")
+    header, row = ARCH_DATA.read_text().splitlines()[:2]
+    (folder / "one_arch.csv").write_text("\n".join([header] + [row] * 30) + "\n")
+    mmacs, params = row.split(",")[-7:-5]
+    (folder / "negative_mmacs.csv").write_text(f"{header}\n{row.replace(f',{mmacs},', f',-{mmacs},')}\n")
+    (folder / "negative_params.csv").write_text(f"{header}\n{row.replace(f',{params},', f',-{params},')}\n")
     return {path.stem: path for path in folder.iterdir()}
 
 
@@ -39,6 +45,12 @@ def _files(folder: Path) -> dict[str, Path]:
         (["no-such-command"], "invalid choice: 'no-such-command'"),
         (["space", "tiny", "--classes", "0"], "argument --classes: expected an integer >= 1, got 0"),
         (["space", "tiny", "--classes", "-5"], "argument --classes: expected an integer >= 1, got -5"),
+        (["evaluate", "{a_folder}", "--out", "{a_folder}"], "--out {a_folder} is a folder; expected a file path"),
+        (["flops", "--space", "tiny", "--arch", "{latin1}"], "arch file {latin1} is not UTF-8 text (byte 0xe9"),
+        (["predictors", "fit", "{latin1_csv}", "--out", "{a_folder}/p.json"], "{latin1_csv} is not UTF-8 text"),
+        (["predictors", "fit", "{one_arch}", "--out", "{a_folder}/p.json"], "got 30 rows of one arch"),
+        (["predictors", "fit", "{negative_mmacs}", "--out", "{a_folder}/p.json"], "column mmacs is -0."),
+        (["predictors", "fit", "{negative_params}", "--out", "{a_folder}/p.json"], "column params is -"),
     ],
 )
 def test_wrong_file_or_folder_is_one_line_with_exit_code_2(

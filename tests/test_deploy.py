@@ -623,6 +623,16 @@ def test_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
         load_run(tmp_path / "missing")
 
 
+@pytest.mark.parametrize(
+    "content", ['{"format": "ofa-predictor"}', '{"space": {"name": "tiny"}}', "[1, 2]", "{"], ids=str
+)
+def test_malformed_predictor_file_is_one_line(content: str, trained_run: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "predictor.json"
+    path.write_text(content)
+    code, _, err = cli(["query", trained_run, "--flops", "1M", "--predictor", path], capsys)
+    assert_one_line_error(code, err, str(path))
+
+
 def test_predictor_of_another_space(
     foreign_predictor: Path, trained_run: Path, run_copy: Path, tmp_path: Path, capsys
 ) -> None:
