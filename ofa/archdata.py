@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ofa.atomic import atomic_write_text
 from ofa.evaluate import evaluate_arch, evaluate_model
@@ -171,8 +172,6 @@ def measure_to_csv(
     done = {(record.arch, record.seed) for record in read_arch_csv(path, supernet.space)} if path.is_file() else set()
     todo = list(dict.fromkeys(arch for arch in archs if (arch, seed) not in done))
     if todo:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(todo), desc="evaluate archs", disable=not progress, leave=False)
         for record in measure_archs(supernet, todo, calibration_images, val_batches, test_batches, seed):
             append_arch_records(path, [record])

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from ofa._genome import genome_of
 from ofa.atomic import atomic_write_text
@@ -37,6 +38,7 @@ from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, recorded_measurement_sour
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
 from predictors.dataset import read_arch_csv
+from predictors.models import create_predictor, load_predictor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -170,7 +172,6 @@ def find_predictor(
     Raises:
         ValueError: a predictor file of another space, or a run without predictor and without arch data.
     """
-    from predictors.models import create_predictor, load_predictor  # lightgbm and scikit-learn: load on use
 
     run_dir = Path(run_dir)
     if path is not None:
@@ -346,7 +347,7 @@ DNAS_BATCH = 64  # images per differentiable-search step
 
 def dnas_search_for_run(run: MeasurableRun) -> DnasSearch:
     """The supernet and the run's val images in batches of ``DNAS_BATCH`` (where the finalists are judged)."""
-    import torch
+    import torch  # torch-using code is imported where it is used: ofa query never loads torch
 
     from ofa.search_dnas import DnasSearch
 
@@ -395,7 +396,6 @@ def _choose_measured(
     """Per budget (in the given order): the best val accuracy among its finalists, measured now, and every
     arch already measured within it; its test accuracy measured once. Each measurement made appends 1 to
     ``measurements``."""
-    from tqdm import tqdm
 
     space, num_classes = run.space, run.num_classes
     known = _measured(run.run_dir, space, run.measurement_source)
@@ -484,7 +484,7 @@ def pareto_figure(
 ) -> Figure:
     """Accuracy vs cost (MMACs or latency): a cloud of random archs (predicted), the measured archs and
     their front (val), the predicted front of the search, the chosen subnets (val) and the budgets."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # figures only: 0.3 s of imports
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.5))
@@ -529,7 +529,7 @@ def find_latency_estimator(run_dir: str | Path, space: SearchSpace, path: str | 
     Raises:
         ValueError: no estimator, or one of another space.
     """
-    from ofa.latency_models import load_estimator
+    from ofa.latency_models import load_estimator  # torch: only for latency budgets
 
     own = RunFolder(Path(run_dir)).latency_estimator
     if path is None and not own.is_file():
@@ -625,7 +625,7 @@ def export_from_run(
         ValueError: neither or both of ``arch_file`` and ``budget``, a missing run or checkpoint, an arch
             of another space, a bad budget, or a target that exists (without ``force``) or is not an export.
     """
-    from ofa.evaluate import evaluate_model
+    from ofa.evaluate import evaluate_model  # torch: exporting loads the supernet, querying does not
     from ofa.export import check_export_target, read_export_info
     from ofa.runs import load_run
 

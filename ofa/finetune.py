@@ -32,10 +32,11 @@ from tqdm import tqdm
 from ofa.bn import recalibrate_bn, resize_to
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.data import calibration_images
+from ofa.deploy import query_run, read_run_space
 from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import check_export_target, is_export, read_export_info
 from ofa.runs import LoadedRun, load_run
-from ofa.space import Arch
+from ofa.space import Arch, load_arch
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
 from ofa.train import TrainingDivergedError, build_optimizer, build_scheduler, soft_cross_entropy
@@ -111,8 +112,6 @@ def resolve_finetune_source(
     ``source`` is a run directory (then exactly one of ``arch_file`` and ``budget``) or an export folder
     (then neither; its run is ``run_dir`` or the run its metadata names, and must be of the same space).
     """
-    from ofa.deploy import query_run, read_run_space
-    from ofa.space import load_arch
 
     source = Path(source)
     if is_export(source):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from torch import nn
+from tqdm import tqdm
 
 from ofa._genome import AdditiveTables, Genome, genome_of
 from ofa.atomic import atomic_write_text
@@ -281,7 +282,6 @@ def build_latency_table(
     Raises:
         ValueError: a partial build of another space, device or setting is in the way.
     """
-    from tqdm import tqdm
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -333,7 +333,6 @@ def time_subnets(
     progress: bool = False,
 ) -> list[Timing]:
     """End-to-end latency of each arch's static model (random weights; BN folded), in round-robin passes."""
-    from tqdm import tqdm
 
     settings = timing or TimingSettings()
     bar = tqdm(total=len(archs) * settings.passes, desc="time subnets", disable=not progress, leave=False)

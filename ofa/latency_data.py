@@ -12,10 +12,15 @@ import dataclasses
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ofa.archdata import spread_archs
 from ofa.atomic import atomic_write_text
+from ofa.flops import count_macs, count_params
+from ofa.latency import time_subnets
 from ofa.latency_timing import DeviceFingerprint, TimingSettings
 from ofa.space import SearchSpace, read_yaml_or_json
-from predictors.dataset import ArchRecord
+from predictors.dataset import ArchRecord, append_arch_records, read_arch_csv
 
 __all__ = ["DEVICE_SUFFIX", "measure_to_csv", "read_timed_csv"]
 
@@ -33,7 +38,6 @@ def read_timed_csv(path: str | Path, space: SearchSpace) -> tuple[list[ArchRecor
     Raises:
         ValueError: a missing file or device file, rows without latency, or an unreadable device file.
     """
-    from predictors.dataset import read_arch_csv
 
     path = Path(path)
     device_file = _device_file(path)
@@ -68,12 +72,6 @@ def measure_to_csv(
     Raises:
         ValueError: ``out`` holds subnets timed on another device or with other classes.
     """
-    from tqdm import tqdm
-
-    from ofa.archdata import spread_archs
-    from ofa.flops import count_macs, count_params
-    from ofa.latency import time_subnets
-    from predictors.dataset import append_arch_records
 
     out = Path(out)
     settings = timing or TimingSettings()

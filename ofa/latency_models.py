@@ -34,6 +34,8 @@ from ofa.flops import count_macs_many
 from ofa.latency import LatencyTable, table_from_dict
 from ofa.latency_timing import DeviceFingerprint
 from ofa.space import Arch, SearchSpace, read_yaml_or_json, space_fingerprint
+from predictors.metrics import kendall_tau
+from predictors.models import create_predictor, predictor_from_envelope
 
 if TYPE_CHECKING:
     from predictors.models import Predictor
@@ -62,7 +64,6 @@ def fit_line(features: np.ndarray, latencies: np.ndarray) -> tuple[float, float]
 
 def latency_metrics(true: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
     """RMSPE, share within +-10 %, Kendall tau and count of predicted vs measured latencies."""
-    from predictors.metrics import kendall_tau
 
     true_array, predicted_array = np.asarray(true, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
     relative = (predicted_array - true_array) / true_array
@@ -215,8 +216,6 @@ def fit_estimator(
             raise ValueError(f"the latency table has {table.num_classes} classes, the subnets {num_classes}")
         estimator.table = table
     if kind == "learned":
-        from predictors.models import create_predictor
-
         estimator.predictor = create_predictor(predictor, space, seed, num_classes).fit(list(archs), -np.log(values))
     else:
         estimator.slope, estimator.intercept = fit_line(estimator._feature(archs), values)
@@ -267,7 +266,5 @@ def load_estimator(
         if estimator.table.fingerprint != device:
             raise ValueError(f"latency estimator {path}: its table was timed on another device")
     if kind == "learned":
-        from predictors.models import predictor_from_envelope
-
         estimator.predictor = predictor_from_envelope(data.get("predictor"), space, f"{path} (embedded predictor)")
     return estimator

@@ -41,6 +41,10 @@ from ofa.evaluate import evaluate_model
 from ofa.export import is_export, load_subnet, preprocess, read_export_info
 from ofa.finetune import FinetuneSettings, finetune_subnet
 from ofa.flops import count_macs_many
+from ofa.latency import build_latency_table, load_latency_table
+from ofa.latency_data import measure_to_csv
+from ofa.latency_models import fit_estimator, latency_metrics
+from ofa.latency_timing import device_fingerprint
 from ofa.report import write_report
 from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
@@ -288,10 +292,6 @@ def _latency_stage(
 def _machine_estimator(run: LoadedRun, settings: PipelineSettings, show: bool) -> tuple[LatencyEstimator, dict]:
     """The table estimator of this machine (CPU, 1 thread, batch 1) in ``RUN/latency/``: the table and the
     timed subnets found there are reused when they were timed on this device; another device's are refused."""
-    from ofa.latency import build_latency_table, load_latency_table
-    from ofa.latency_data import measure_to_csv
-    from ofa.latency_models import fit_estimator, latency_metrics
-    from ofa.latency_timing import device_fingerprint
 
     fingerprint = device_fingerprint()
     run_folder = RunFolder(run.run_dir)

@@ -16,6 +16,11 @@ from pathlib import Path
 
 from ofa.runfolder import RunFolder
 
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+else:
+    import fcntl
+
 __all__ = ["RunLockedError", "run_lock"]
 
 
@@ -25,15 +30,11 @@ class RunLockedError(ValueError):
 
 def _try_lock(descriptor: int) -> bool:
     if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-        import msvcrt
-
         try:
             msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
         return True
-    import fcntl
-
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

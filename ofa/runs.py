@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
+from ofa.archdata import measure_to_csv
 from ofa.atomic import file_sha256
 from ofa.bn import recalibrate_bn
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict
 from ofa.data import DataBundle, calibration_images
 from ofa.evaluate import Evaluation, evaluate_arch
+from ofa.export import export_subnet
 from ofa.runfolder import RunFolder
 from ofa.space import Arch, SearchSpace
 from ofa.static import StaticNet
@@ -75,7 +77,6 @@ class LoadedRun:
     ) -> Path:
         """Write ``model`` (the static subnet ``arch`` of this run) as a standalone export with the run's
         space, classes and input normalisation (see :func:`ofa.export.export_subnet`)."""
-        from ofa.export import export_subnet
 
         return export_subnet(
             model,
@@ -101,7 +102,6 @@ class LoadedRun:
         """Measure ``archs`` (val and test, BN recalibrated with the run's own calibration batches) into the
         arch CSV ``path``; rows made on these weights are reused, stale ones re-measured (see
         :func:`ofa.archdata.measure_to_csv`). Returns the rows of the run's calibration seed."""
-        from ofa.archdata import measure_to_csv
 
         seed = self.config.calibration.seed  # labels the measurement: the run's own BN-calibration batches
         records = measure_to_csv(

@@ -58,6 +58,7 @@ from ofa.train import (
     set_python_rng_state,
 )
 from ofa.train_config import OptimSection, TrainConfig
+from predictors.models import load_predictor
 
 __all__ = ["METRIC_COLUMNS", "TrainResult", "build_data", "train", "write_run_description"]
 
@@ -672,7 +673,6 @@ def _static_predictor_scorer(config: TrainConfig, space: SearchSpace) -> Callabl
         raise ValueError(
             "sampler.scorer is 'predictor': set sampler.predictor to a fitted predictor file or enable guide"
         )
-    from predictors.models import load_predictor
 
     predictor = load_predictor(Path(config.sampler.predictor), space)
     return predictor.predict

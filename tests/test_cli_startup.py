@@ -15,4 +15,4 @@ def test_light_commands_import_no_heavy_library(command: str) -> None:
 def test_heavy_imports_sees_torch_where_a_command_needs_it() -> None:
     # validating latency estimators reads timed subnets with torch's helpers before it finds the file missing
     command = ["-m", "ofa.cli", "latency", "validate", "--space", "tiny", "--data", "missing.csv", "x.json"]
-    assert heavy_imports(command) == ["torch"]
+    assert "torch" in heavy_imports(command)
