@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from ofa._genome import genome_of
-from ofa.atomic import atomic_write_text
+from ofa.atomic import atomic_write_text, file_sha256
 from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params
@@ -37,6 +36,7 @@ from ofa.pareto import pareto_front
 from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, recorded_measurement_source
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
+from ofa.train_config import load_train_config
 from predictors.dataset import read_arch_csv
 from predictors.models import create_predictor, load_predictor
 
@@ -166,8 +166,9 @@ def find_predictor(
     model: str = "lightgbm",
     num_classes: int = DEFAULT_NUM_CLASSES,
 ) -> Predictor:
-    """The predictor to search with: ``path``; else ``RUN/predictor/final.json`` unless ``RUN/archs.csv`` is
-    newer; else one fitted on ``RUN/archs.csv`` and saved as ``RUN/predictor/final.json`` for the next call.
+    """The predictor to search with: ``path``; else ``RUN/predictor/final.json`` if it was fitted on the current
+    ``RUN/archs.csv`` (its digest is recorded beside it); else one fitted on ``RUN/archs.csv`` and saved as
+    ``RUN/predictor/final.json`` for the next call.
 
     Raises:
         ValueError: a predictor file of another space, or a run without predictor and without arch data.
@@ -176,8 +177,10 @@ def find_predictor(
     run_dir = Path(run_dir)
     if path is not None:
         return load_predictor(path, space)
-    final, data = RunFolder(run_dir).final_predictor, RunFolder(run_dir).arch_data
-    if final.is_file() and (not data.is_file() or final.stat().st_mtime_ns >= data.stat().st_mtime_ns):
+    folder = RunFolder(run_dir)
+    final, data, source = folder.final_predictor, folder.arch_data, folder.final_predictor_source
+    fitted_on = {"arch_data_sha256": file_sha256(data)} if data.is_file() else None
+    if final.is_file() and (fitted_on is None or _read_json_object(source) == fitted_on):
         return load_predictor(final, space)
     if not data.is_file():
         raise ValueError(
@@ -191,17 +194,23 @@ def find_predictor(
     predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))
     predictor.save(final)
     final.chmod(RESULT_FILE_MODE)
+    atomic_write_text(source, json.dumps(fitted_on) + "\n")
     return predictor
 
 
-def _calibration_seed(run_dir: Path) -> int:
-    """The BN-calibration seed of the run's config (``run.evaluate`` measures with it); 0 by default."""
-    path = RunFolder(run_dir).config
+def _read_json_object(path: Path) -> dict | None:
+    """A small JSON record, or None when it is missing or unreadable (then the record is simply redone)."""
     try:
-        config = yaml.safe_load(path.read_text()) if path.is_file() else {}
-        return int(((config or {}).get("calibration") or {}).get("seed", 0))
-    except (yaml.YAMLError, AttributeError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} is malformed ({type(error).__name__}: {error})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _calibration_seed(run_dir: Path) -> int:
+    """The BN-calibration seed of the run's config (``run.evaluate`` measures with it); 0 without a config."""
+    path = RunFolder(run_dir).config
+    return load_train_config(path).calibration.seed if path.is_file() else 0
 
 
 def _measured(

@@ -12,7 +12,8 @@ No other module spells a file name of a run; they ask a :class:`RunFolder` for t
       checkpoints/           latest.pt and best.pt (format ``RUN_FORMAT``)
       archs.csv              archs measured in the supernet (``ofa evaluate``), with archs.source.json
       compare_archs.csv      the same for ``ofa compare`` variants
-      predictor/             final.json (the search predictor); the guide's archs.csv and predictor files
+      predictor/             final.json (the search predictor) and final.source.json (the archs.csv digest it was
+                             fitted on); the guide's archs.csv and predictor files
       search/                pareto.json, pareto.csv, pareto.png (``ofa search``); pareto-latency.* for latency budgets
       latency/               table.json, timed.csv, estimator.json of this machine (``ofa run --latency``)
       export/                one standalone export per budget (``ofa run``)
@@ -116,6 +117,11 @@ class RunFolder:
     def final_predictor(self) -> Path:
         """The predictor search uses, fitted on :attr:`arch_data`."""
         return self.predictor_folder / "final.json"
+
+    @property
+    def final_predictor_source(self) -> Path:
+        """The digest of the :attr:`arch_data` the final predictor was fitted on."""
+        return self.predictor_folder / "final.source.json"
 
     @property
     def guide_arch_data(self) -> Path:

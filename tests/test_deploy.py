@@ -436,6 +436,15 @@ def test_predictor_is_fitted_once_and_refitted_when_arch_data_changes(run_copy: 
     refitted = find_predictor(run_copy, TINY, num_classes=NUM_CLASSES)
     assert final.stat().st_mtime_ns > written
     assert not np.array_equal(refitted.predict(probe), first.predict(probe))
+    # the same rows written again (a newer file, same content) -> kept: the digest decides, not the time
+    written = final.stat().st_mtime_ns
+    (run_copy / "archs.csv").write_text("".join(lines[:5]))
+    find_predictor(run_copy, TINY, num_classes=NUM_CLASSES)
+    assert final.stat().st_mtime_ns == written
+    # a predictor file without the record of what it was fitted on -> refitted
+    (run_copy / "predictor" / "final.source.json").unlink()
+    find_predictor(run_copy, TINY, num_classes=NUM_CLASSES)
+    assert final.stat().st_mtime_ns > written and (run_copy / "predictor" / "final.source.json").is_file()
 
 
 def test_space_is_read_from_the_checkpoint_when_space_json_is_missing(run_copy: Path) -> None:
