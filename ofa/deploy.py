@@ -60,6 +60,7 @@ __all__ = [
     "pareto_figure",
     "query_run",
     "read_run_space",
+    "save_run_predictor",
     "search_run",
 ]
 
@@ -178,9 +179,9 @@ def find_predictor(
     if path is not None:
         return load_predictor(path, space)
     folder = RunFolder(run_dir)
-    final, data, source = folder.final_predictor, folder.arch_data, folder.final_predictor_source
+    final, data = folder.final_predictor, folder.arch_data
     fitted_on = {"arch_data_sha256": file_sha256(data)} if data.is_file() else None
-    if final.is_file() and (fitted_on is None or _read_json_object(source) == fitted_on):
+    if final.is_file() and (fitted_on is None or _read_json_object(folder.final_predictor_source) == fitted_on):
         return load_predictor(final, space)
     if not data.is_file():
         raise ValueError(
@@ -192,10 +193,18 @@ def find_predictor(
         raise ValueError(f"{data} holds {len(records)} measured arch(s); a predictor needs at least 2")
     predictor = create_predictor(model, space, num_classes=num_classes)
     predictor.fit([record.arch for record in records], np.array([record.val_acc for record in records]))
-    predictor.save(final)
-    final.chmod(RESULT_FILE_MODE)
-    atomic_write_text(source, json.dumps(fitted_on) + "\n")
+    save_run_predictor(run_dir, predictor)
     return predictor
+
+
+def save_run_predictor(run_dir: str | Path, predictor: Predictor) -> None:
+    """Save ``predictor`` as the run's ``RUN/predictor/final.json``, fitted on the current ``RUN/archs.csv``
+    (whose digest is recorded beside it, so :func:`find_predictor` reuses it until the arch data changes)."""
+    folder = RunFolder(Path(run_dir))
+    predictor.save(folder.final_predictor)
+    folder.final_predictor.chmod(RESULT_FILE_MODE)
+    fitted_on = {"arch_data_sha256": file_sha256(folder.arch_data)} if folder.arch_data.is_file() else {}
+    atomic_write_text(folder.final_predictor_source, json.dumps(fitted_on) + "\n")
 
 
 def _read_json_object(path: Path) -> dict | None:

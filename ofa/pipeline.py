@@ -36,7 +36,7 @@ from ofa.archdata import spread_archs
 from ofa.budget import check_budget, smallest_mmacs
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict, load_yaml
-from ofa.deploy import ChosenSubnet, search_run
+from ofa.deploy import ChosenSubnet, save_run_predictor, search_run
 from ofa.evaluate import evaluate_model
 from ofa.export import is_export, load_subnet, preprocess, read_export_info
 from ofa.finetune import FinetuneSettings, finetune_subnet
@@ -355,7 +355,7 @@ def _fit_predictor(
     }
     final = create_predictor(model, run.space, seed=settings.seed, num_classes=run.num_classes)
     final.fit(archs, accuracies)
-    final.save(RunFolder(run.run_dir).final_predictor)
+    save_run_predictor(run.run_dir, final)
     return final, holdout
 
 
