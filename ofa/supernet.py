@@ -291,9 +291,9 @@ class Supernet(nn.Module):
 
         Inside, a forward pass with autograd on uses cached leaf views of the sliced weights whose ``.grad``
         are slices of the parameters' ``.grad``: no slicing ops per pass and no full-size zero-padded gradient
-        per slice in the backward pass. The parameters' gradients are therefore created (as zeros, reusing
-        the previous buffer) by the forward pass, so: reset gradients only before a forward pass, never between
-        a forward pass and its backward pass (the gradient would land in the old buffer), and follow each
+        per slice in the backward pass. The parameters' gradients are therefore created (as zeros, in their
+        previous buffer) by the forward pass, so: reset gradients only before a forward pass, never between a
+        forward pass and its backward pass (the gradient would land in the old buffer), and follow each
         forward pass with autograd on by its backward pass (or the parameters it sliced keep zero gradients).
         """
         previous, self.gradient_switch.enabled = self.gradient_switch.enabled, True
