@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ofa.atomic import atomic_write_text
 from ofa.evaluate import evaluate_arch, evaluate_model
 from ofa.flops import count_macs, count_params
-from ofa.runfolder import measurement_source_path, recorded_measurement_source
+from ofa.runfolder import read_source_record, source_record_path
 from ofa.sampling import FlopsTable, FlopsTargetSampler, space_fingerprint
 from ofa.space import Arch, SearchSpace
 from ofa.supernet import Supernet
@@ -182,7 +182,7 @@ def measure_to_csv(
 
 def _retire_if_stale(path: Path, source: dict[str, object]) -> None:
     if path.is_file():
-        if recorded_measurement_source(path) == source:
+        if read_source_record(path) == source:
             return
         number = 1
         while (aside := path.with_name(f"{path.stem}.stale-{number}{path.suffix}")).exists():
@@ -191,7 +191,7 @@ def _retire_if_stale(path: Path, source: dict[str, object]) -> None:
         print(
             f"{path}: measured on other weights or calibration; moved to {aside.name}, measuring again", file=sys.stderr
         )
-    atomic_write_text(measurement_source_path(path), json.dumps(source, indent=1, sort_keys=True))
+    atomic_write_text(source_record_path(path), json.dumps(source, indent=1, sort_keys=True))
 
 
 def archs_from_csv(path: str | Path, space: SearchSpace) -> list[Arch]:

@@ -33,7 +33,7 @@ from ofa.budget import TOLERANCE as BUDGET_TOLERANCE
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, recorded_measurement_source
+from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, read_source_record, source_record_path
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
 from ofa.train_config import load_train_config
@@ -181,7 +181,7 @@ def find_predictor(
     folder = RunFolder(run_dir)
     final, data = folder.final_predictor, folder.arch_data
     fitted_on = {"arch_data_sha256": file_sha256(data)} if data.is_file() else None
-    if final.is_file() and (fitted_on is None or _read_json_object(folder.final_predictor_source) == fitted_on):
+    if final.is_file() and (fitted_on is None or read_source_record(final) == fitted_on):
         return load_predictor(final, space)
     if not data.is_file():
         raise ValueError(
@@ -204,16 +204,7 @@ def save_run_predictor(run_dir: str | Path, predictor: Predictor) -> None:
     predictor.save(folder.final_predictor)
     folder.final_predictor.chmod(RESULT_FILE_MODE)
     fitted_on = {"arch_data_sha256": file_sha256(folder.arch_data)} if folder.arch_data.is_file() else {}
-    atomic_write_text(folder.final_predictor_source, json.dumps(fitted_on) + "\n")
-
-
-def _read_json_object(path: Path) -> dict | None:
-    """A small JSON record, or None when it is missing or unreadable (then the record is simply redone)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    atomic_write_text(source_record_path(folder.final_predictor), json.dumps(fitted_on) + "\n")
 
 
 def _calibration_seed(run_dir: Path) -> int:
@@ -234,7 +225,7 @@ def _measured(
     data = RunFolder(run_dir).arch_data
     if not data.is_file():
         return {}
-    if source is not None and recorded_measurement_source(data) != dict(source):
+    if source is not None and read_source_record(data) != dict(source):
         print(
             f"{data}: measured on other weights or calibration than the run's; not reused "
             f"(`ofa evaluate {run_dir}` measures again)",
@@ -321,7 +312,8 @@ def search_run(
     arguments = (settings, run.num_classes, strategy, per_budget, latency, dnas)
     result = search_budgets(run.space, predictor, budgets, *arguments)
     measurements: list[int] = []
-    chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis)
+    measured = _measured(run.run_dir, run.space, run.measurement_source)
+    chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis, dict(measured))
     summary = {
         "space": run.space.name,
         "objective": axis.unit,
@@ -335,7 +327,7 @@ def search_run(
         "chosen": [subnet.to_dict() for subnet in chosen],
         "search": _without_wall_time(result.to_dict(top=finalists)),
     }
-    _write_search(run, chosen, summary, result, predictor if plot else None, axis)
+    _write_search(run, chosen, summary, result, predictor if plot else None, axis, measured)
     return chosen, summary
 
 
@@ -346,6 +338,7 @@ def _write_search(
     result: MultiBudgetResult,
     plot_predictor: Predictor | None,
     axis: CostAxis,
+    measured: dict[Arch, tuple[float, float]],
 ) -> None:
     """``STEM.json``, ``STEM.csv`` and, given the predictor for its cloud of random archs, ``STEM.png``
     (stem ``pareto`` or ``pareto-latency``)."""
@@ -354,7 +347,6 @@ def _write_search(
     _write_result(folder.search_result(axis.file_stem, "csv"), _pareto_csv(chosen, axis))
     if plot_predictor is not None:
         cloud = _random_cloud(run.space, run.num_classes, plot_predictor, axis)
-        measured = _measured(run.run_dir, run.space, run.measurement_source)
         figure = pareto_figure(chosen, result, cloud, measured, axis, run.space.name)
         folder.search_folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder.search_result(axis.file_stem, "png"), dpi=120)
@@ -410,13 +402,13 @@ def _choose_measured(
     progress: bool,
     measurements: list[int],
     axis: CostAxis,
+    known: dict[Arch, tuple[float, float | None]],
 ) -> list[ChosenSubnet]:
     """Per budget (in the given order): the best val accuracy among its finalists, measured now, and every
-    arch already measured within it; its test accuracy measured once. Each measurement made appends 1 to
-    ``measurements``."""
+    arch already measured within it (``known``: arch -> val, test accuracy; the finalists measured are added);
+    its test accuracy measured once. Each measurement made appends 1 to ``measurements``."""
 
     space, num_classes = run.space, run.num_classes
-    known = _measured(run.run_dir, space, run.measurement_source)
     picks: dict[int, ChosenSubnet] = {}
     bar = tqdm(total=len(result.budgets) * finalists, desc="evaluate finalists", disable=not progress, leave=False)
     # smallest budget first: an arch measured for a smaller budget is a candidate for every larger one

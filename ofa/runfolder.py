@@ -12,8 +12,8 @@ No other module spells a file name of a run; they ask a :class:`RunFolder` for t
       checkpoints/           latest.pt and best.pt (format ``RUN_FORMAT``)
       archs.csv              archs measured in the supernet (``ofa evaluate``), with archs.source.json
       compare_archs.csv      the same for ``ofa compare`` variants
-      predictor/             final.json (the search predictor) and final.source.json (the archs.csv digest it was
-                             fitted on); the guide's archs.csv and predictor files
+      predictor/             final.json (the search predictor), with final.json.source.json (the archs.csv digest it
+                             was fitted on); the guide's archs.csv and predictor files
       search/                pareto.json, pareto.csv, pareto.png (``ofa search``); pareto-latency.* for latency budgets
       latency/               table.json, timed.csv, estimator.json of this machine (``ofa run --latency``)
       export/                one standalone export per budget (``ofa run``)
@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_NAMES", "RUN_FORMAT", "RunFolder", "measurement_source_path", "recorded_measurement_source"]
+__all__ = ["CHECKPOINT_NAMES", "RUN_FORMAT", "RunFolder", "read_source_record", "source_record_path"]
 
 RUN_FORMAT = 1  # the checkpoint ``format`` this version writes and reads
 CHECKPOINT_NAMES = ("latest", "best")
@@ -119,11 +119,6 @@ class RunFolder:
         return self.predictor_folder / "final.json"
 
     @property
-    def final_predictor_source(self) -> Path:
-        """The digest of the :attr:`arch_data` the final predictor was fitted on."""
-        return self.predictor_folder / "final.source.json"
-
-    @property
     def guide_arch_data(self) -> Path:
         """Archs the training guide measured."""
         return self.predictor_folder / "archs.csv"
@@ -211,18 +206,19 @@ class RunFolder:
         return self.report_folder / "summary.json"
 
 
-def measurement_source_path(arch_csv: Path) -> Path:
-    """Where the source of the measurements in the arch CSV ``arch_csv`` (in a run or not) is recorded."""
-    return arch_csv.with_name(f"{arch_csv.name}.source.json")
+def source_record_path(result: Path) -> Path:
+    """Where what the result file ``result`` was made from is recorded: ``<name>.source.json`` beside it (the
+    checkpoint digest and calibration of an arch CSV's measurements, the arch data digest of a predictor)."""
+    return result.with_name(f"{result.name}.source.json")
 
 
-def recorded_measurement_source(arch_csv: Path) -> dict[str, object] | None:
-    """What the rows of ``arch_csv`` were measured on (checkpoint digest, calibration), None if unrecorded.
+def read_source_record(result: Path) -> dict[str, object] | None:
+    """What ``result`` was made from (see :func:`source_record_path`), None if unrecorded.
 
     Raises:
         ValueError: the record is not a JSON object.
     """
-    path = measurement_source_path(arch_csv)
+    path = source_record_path(result)
     if not path.is_file():
         return None
     try:

@@ -17,7 +17,7 @@ import ofa.archdata
 from ofa.archdata import archs_from_csv, measure_to_csv, spread_archs
 from ofa.evaluate import evaluate_arch
 from ofa.flops import count_macs_many
-from ofa.runfolder import measurement_source_path
+from ofa.runfolder import source_record_path
 from ofa.space import SearchSpace, load_space
 from ofa.supernet import Supernet
 from predictors.bench import repeated_measurements
@@ -136,7 +136,7 @@ def test_rows_measured_on_other_weights_are_moved_aside_and_measured_again(tiny,
     assert [record.arch for record in second] == archs  # measured again, not appended to the stale rows
     assert [record.val_loss for record in second] != [record.val_loss for record in first]
     assert read_arch_csv(tmp_path / "archs.stale-1.csv", tiny) == first  # the stale rows are kept aside
-    assert json.loads(measurement_source_path(path).read_text()) == {"checkpoint_sha256": "bbb"}
+    assert json.loads(source_record_path(path).read_text()) == {"checkpoint_sha256": "bbb"}
 
 
 def test_another_seed_is_a_repeated_measurement(tiny, supernet, batches, tmp_path):

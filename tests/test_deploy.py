@@ -41,7 +41,7 @@ from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import load_subnet, read_export_info
 from ofa.flops import count_macs, count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.runfolder import measurement_source_path
+from ofa.runfolder import source_record_path
 from ofa.runs import LoadedRun, load_run
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import Arch, SearchSpace, load_space
@@ -214,7 +214,7 @@ def test_search_reuses_measured_archs_only_from_the_same_weights(
     params = count_params(TINY, arch, NUM_CLASSES)
     record = ArchRecord(TINY.name, arch, mmacs, params, arch.resolution, 0.99, 0.98, 0.1, 0)
     write_arch_csv(run.run_dir / "archs.csv", [record])
-    measurement_source_path(run.run_dir / "archs.csv").write_text(json.dumps({"checkpoint_sha256": recorded}))
+    source_record_path(run.run_dir / "archs.csv").write_text(json.dumps({"checkpoint_sha256": recorded}))
     predictor = load_predictor(cost_predictors["macs"], TINY)
     chosen, _ = search_run(run, BUDGETS, predictor, QUICK, finalists=2, plot=False)
     reused = [subnet.val_acc == 0.99 for subnet in chosen]
@@ -442,9 +442,9 @@ def test_predictor_is_fitted_once_and_refitted_when_arch_data_changes(run_copy: 
     find_predictor(run_copy, TINY, num_classes=NUM_CLASSES)
     assert final.stat().st_mtime_ns == written
     # a predictor file without the record of what it was fitted on -> refitted
-    (run_copy / "predictor" / "final.source.json").unlink()
+    source_record_path(run_copy / "predictor" / "final.json").unlink()
     find_predictor(run_copy, TINY, num_classes=NUM_CLASSES)
-    assert final.stat().st_mtime_ns > written and (run_copy / "predictor" / "final.source.json").is_file()
+    assert final.stat().st_mtime_ns > written and source_record_path(run_copy / "predictor" / "final.json").is_file()
 
 
 def test_space_is_read_from_the_checkpoint_when_space_json_is_missing(run_copy: Path) -> None:
