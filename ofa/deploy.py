@@ -311,16 +311,15 @@ def search_run(
     dnas = dnas_search_for_run(run) if strategy == "dnas" else None
     arguments = (settings, run.num_classes, strategy, per_budget, latency, dnas)
     result = search_budgets(run.space, predictor, budgets, *arguments)
-    measurements: list[int] = []
     measured = _measured(run.run_dir, run.space, run.measurement_source)
-    chosen = _choose_measured(run, result, predictor, finalists, progress, measurements, axis, dict(measured))
+    chosen, made = _choose_measured(run, result, predictor, finalists, progress, axis, dict(measured))
     summary = {
         "space": run.space.name,
         "objective": axis.unit,
         **({} if latency is None else {"device": latency.fingerprint.to_dict(), "estimator": latency.kind}),
         "strategy": strategy,
         "predictor_queries": result.num_evaluations,
-        "supernet_measurements": len(measurements),
+        "supernet_measurements": made,
         "num_classes": run.num_classes,
         "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
         "finalists_per_budget": finalists,
@@ -400,15 +399,13 @@ def _choose_measured(
     predictor: Predictor,
     finalists: int,
     progress: bool,
-    measurements: list[int],
     axis: CostAxis,
     known: dict[Arch, tuple[float, float | None]],
-) -> list[ChosenSubnet]:
+) -> tuple[list[ChosenSubnet], int]:
     """Per budget (in the given order): the best val accuracy among its finalists, measured now, and every
     arch already measured within it (``known``: arch -> val, test accuracy; the finalists measured are added);
-    its test accuracy measured once. Each measurement made appends 1 to ``measurements``."""
-
-    space, num_classes = run.space, run.num_classes
+    its test accuracy measured once. Returns the choices and how many supernet measurements they took."""
+    space, num_classes, made = run.space, run.num_classes, 0
     picks: dict[int, ChosenSubnet] = {}
     bar = tqdm(total=len(result.budgets) * finalists, desc="evaluate finalists", disable=not progress, leave=False)
     # smallest budget first: an arch measured for a smaller budget is a candidate for every larger one
@@ -418,7 +415,7 @@ def _choose_measured(
             arch = search.archs[index]
             if arch not in known:
                 known[arch] = (run.evaluate(arch, "val").accuracy, None)
-                measurements.append(1)
+                made += 1
             bar.update(1)
         pool = list(known)
         costs = axis.of_archs(pool)
@@ -429,7 +426,7 @@ def _choose_measured(
         arch, (val_acc, test_acc) = pool[best], known[pool[best]]
         if test_acc is None:
             test_acc = run.evaluate(arch, "test").accuracy
-            measurements.append(1)
+            made += 1
             known[arch] = (val_acc, test_acc)
         picks[position] = ChosenSubnet(
             budget=budget,
@@ -442,7 +439,7 @@ def _choose_measured(
             latency_ms=None if axis.latency is None else float(costs[best]),
         )
     bar.close()
-    return [picks[position] for position in range(len(result.budgets))]
+    return [picks[position] for position in range(len(result.budgets))], made
 
 
 def _without_wall_time(data: Any) -> Any:
