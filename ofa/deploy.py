@@ -36,7 +36,7 @@ from ofa.pareto import pareto_front
 from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, read_source_record, source_record_path
 from ofa.search import MultiBudgetResult, SearchSettings, evolutionary_search, search_budgets
 from ofa.space import Arch, SearchSpace, load_arch
-from ofa.train_config import load_train_config
+from ofa.train_config import TrainConfig, load_train_config
 from predictors.dataset import read_arch_csv
 from predictors.models import create_predictor, load_predictor
 
@@ -292,8 +292,7 @@ def search_run(
         budgets: MMACs (or strings such as ``"5M"``).
         predictor: the fitted accuracy predictor (the search objective).
         settings: evolution settings (default :class:`SearchSettings`).
-        finalists: candidates per budget evaluated for real on val.
-        progress, plot: show a progress bar; also draw ``pareto.png``.
+        finalists, progress, plot: candidates per budget evaluated on val; a progress bar; draw ``pareto.png``.
         strategy: ``evolution``, ``random``, ``rl`` (as many archs per budget as evolution scores) or ``dnas``
             (in the supernet on the val split, see :mod:`ofa.search_dnas`; finalists: its most probable subnets).
         max_queries: at most this many predictor queries per budget (evolution: fewer generations).
@@ -320,6 +319,7 @@ def search_run(
         "strategy": strategy,
         "predictor_queries": result.num_evaluations,
         "supernet_measurements": made,
+        "measurement_source": dict(run.measurement_source),  # a query reuses the accuracies only if it matches
         "num_classes": run.num_classes,
         "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
         "finalists_per_budget": finalists,
@@ -558,7 +558,8 @@ def query_run(
 
     A quick predictor-guided evolutionary search (``settings``, default :class:`SearchSettings`) answers,
     unless the run's saved search (of the same cost) chose an arch within the budget that the predictor
-    scores at least as high. Val and test accuracy are reported when the arch was measured. The budget
+    scores at least as high. Val and test accuracy are reported when the arch was measured on the run's final
+    weights and calibration (a saved search or ``RUN/archs.csv`` of older weights is not trusted). The budget
     is checked before the predictor is loaded. With ``latency``, the budget is a latency (``"5ms"``) of
     the estimator.
 
@@ -572,17 +573,18 @@ def query_run(
     budget_value = axis.check(budget)
     predictor = find_predictor(run_dir, space, predictor_path, num_classes=num_classes)
     result = evolutionary_search(space, predictor, budget_value, settings, num_classes, latency)
-    saved = _saved_choices(run_dir, space, axis)
+    source = _latest_source(run_dir)
+    saved, saved_accuracies = _saved_choices(run_dir, space, axis, source)
     best_arch, best_predicted = result.best_arch, result.best_score
     if saved:
-        candidates = list(saved)
-        fitting = [arch for arch, cost in zip(candidates, axis.of_archs(candidates)) if cost <= budget_value]
+        fitting = [arch for arch, cost in zip(saved, axis.of_archs(saved)) if cost <= budget_value]
         if fitting:
             predicted = np.asarray(predictor.predict(fitting), dtype=np.float64)
             index = int(np.argmax(predicted))
             if predicted[index] >= best_predicted:
                 best_arch, best_predicted = fitting[index], float(predicted[index])
-    val_acc, test_acc = saved.get(best_arch) or _measured(run_dir, space).get(best_arch) or (None, None)
+    measured = saved_accuracies.get(best_arch) or _measured(run_dir, space, source).get(best_arch)
+    val_acc, test_acc = measured or (None, None)
     return ChosenSubnet(
         budget=budget_value,
         arch=best_arch,
@@ -595,19 +597,63 @@ def query_run(
     )
 
 
-def _saved_choices(run_dir: Path, space: SearchSpace, axis: CostAxis) -> dict[Arch, tuple[float | None, float | None]]:
-    """The chosen archs of the run's saved search of this cost (``RUN/search/STEM.json``) and their accuracies."""
+def _latest_source(run_dir: Path) -> dict[str, object]:
+    """The measurement source of the run's final weights (``latest``; what ``ofa search`` and ``ofa evaluate``
+    measure by default), read without loading the weights."""
+    folder = RunFolder(run_dir)
+    latest = folder.checkpoint("latest")
+    config = load_train_config(folder.config) if folder.config.is_file() else TrainConfig()
+    return config.measurement_source(latest if latest.is_file() else None)
+
+
+def _saved_choices(
+    run_dir: Path, space: SearchSpace, axis: CostAxis, source: Mapping[str, object]
+) -> tuple[list[Arch], dict[Arch, tuple[float | None, float | None]]]:
+    """The chosen archs of the run's saved search of this cost (``RUN/search/STEM.json``), and their accuracies
+    when they were measured on the run's current weights and calibration (``source``); stale ones are left out
+    with a note."""
     path = RunFolder(run_dir).search_result(axis.file_stem, "json")
     if not path.is_file():
-        return {}
+        return [], {}
     try:
         data = json.loads(path.read_text())
-        return {space.arch_from_dict(item["arch"]): (item["val_acc"], item["test_acc"]) for item in data["chosen"]}
+        chosen = [(space.arch_from_dict(item["arch"]), (item["val_acc"], item["test_acc"])) for item in data["chosen"]]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(
             f"{path} is malformed or of another space ({type(error).__name__}: {error}); "
             "run `ofa search` again or delete it"
         ) from None
+    archs = [arch for arch, _ in chosen]
+    if data.get("measurement_source") != dict(source):
+        print(
+            f"{path}: measured on other weights or calibration than the run's; accuracies not reused", file=sys.stderr
+        )
+        return archs, {}
+    return archs, dict(chosen)
+
+
+def _arch_to_export(
+    run_dir: Path,
+    space: SearchSpace,
+    num_classes: int,
+    arch_file: str | Path | None,
+    budget: str | float | None,
+    predictor_path: str | Path | None,
+    latency_path: str | Path | None,
+) -> tuple[Arch, float | None]:
+    """The arch of ``arch_file`` (no prediction), or the query's answer within ``budget`` and its predicted
+    accuracy; the budget is checked before the checkpoint, the checkpoint before the query."""
+    if arch_file is not None:
+        try:
+            return load_arch(arch_file, space), None
+        except ValueError as error:
+            named = str(arch_file) in str(error)
+            raise ValueError(str(error) if named else f"arch file {arch_file}: {error}") from None
+    latency = find_latency_estimator(run_dir, space, latency_path or None) if latency_path is not None else None
+    (mac_axis(space, num_classes) if latency is None else latency_axis(latency)).check(budget)
+    RunFolder(run_dir).existing_checkpoint("latest")  # before the query: its notes are about these weights
+    answer = query_run(run_dir, budget, predictor_path, latency=latency)
+    return answer.arch, answer.predicted_acc
 
 
 def export_from_run(
@@ -639,21 +685,9 @@ def export_from_run(
     if (arch_file is None) == (budget is None):
         raise ValueError("export needs exactly one of an arch file (--arch) and a budget (--flops or --latency)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    space, _ = read_run_space(run_dir)
+    space, num_classes = read_run_space(run_dir)
     check_export_target(out_dir, force)
-    latency = None
-    if latency_path is not None and budget is not None:
-        latency = find_latency_estimator(run_dir, space, latency_path or None)
-    predicted = None
-    if arch_file is not None:
-        try:
-            arch = load_arch(arch_file, space)
-        except ValueError as error:
-            named = str(arch_file) in str(error)
-            raise ValueError(str(error) if named else f"arch file {arch_file}: {error}") from None
-    else:
-        answer = query_run(run_dir, budget, predictor_path, latency=latency)
-        arch, predicted = answer.arch, answer.predicted_acc
+    arch, predicted = _arch_to_export(run_dir, space, num_classes, arch_file, budget, predictor_path, latency_path)
     run = load_run(run_dir)
     model = run.calibrated_subnet(arch)  # BN calibrated once; the exported model itself is what is measured
     val = evaluate_model(model, run.val_loader, arch.resolution)

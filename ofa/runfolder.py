@@ -83,6 +83,15 @@ class RunFolder:
             raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {which!r}")
         return self.checkpoints / f"{which}.pt"
 
+    def existing_checkpoint(self, which: str) -> Path:
+        """:meth:`checkpoint` when the run folder and the file exist (a one-line ``ValueError`` otherwise)."""
+        path = self.checkpoint(which)
+        if not self.root.is_dir():
+            raise ValueError(f"run directory not found: {self.root}")
+        if not path.is_file():
+            raise ValueError(f"run directory {self.root} has no checkpoint ({path} is missing): train it first")
+        return path
+
     @property
     def latest(self) -> Path:
         """The checkpoint of the last finished epoch."""

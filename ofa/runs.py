@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from ofa.archdata import measure_to_csv
-from ofa.atomic import file_sha256
 from ofa.bn import recalibrate_bn
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict
@@ -46,15 +45,9 @@ class LoadedRun:
 
     @property
     def measurement_source(self) -> dict[str, object]:
-        """What a measurement in this run depends on besides the arch and the calibration seed: the weights
-        (checkpoint digest) and how BN is calibrated. Arch CSVs record it; a change means stale rows."""
-        section = self.config.calibration
-        return {
-            "checkpoint_sha256": file_sha256(self.checkpoint_path) if self.checkpoint_path else "",
-            "calibration_batches": section.batches_for(self.data.name),
-            "calibration_batch_size": section.batch_size,
-            "calibration_augment": section.augment,
-        }
+        """What a measurement in this run depends on besides the arch and the calibration seed (see
+        :meth:`ofa.train_config.TrainConfig.measurement_source`)."""
+        return self.config.measurement_source(self.checkpoint_path)
 
     @property
     def test_loader(self) -> DataLoader:
@@ -135,11 +128,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
     Like training, this applies the config's ``cpu_threads`` (torch intra-op threads) when it is set.
     """
     run_dir = Path(run_dir)
-    path = RunFolder(run_dir).checkpoint(checkpoint)
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory not found: {run_dir}")
-    if not path.is_file():
-        raise ValueError(f"run directory {run_dir} has no checkpoint ({path} is missing): train it first")
+    path = RunFolder(run_dir).existing_checkpoint(checkpoint)
     state = load_checkpoint(path)
     missing = [key for key in ("config", "num_classes") if key not in state]
     if missing:

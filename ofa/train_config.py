@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ofa.atomic import file_sha256
 from ofa.config import apply_overrides, check_int, config_from_dict, load_yaml
 from ofa.progressive import Phase
 from ofa.sampling import SAMPLERS, SCORERS
@@ -318,6 +319,18 @@ class TrainConfig:
     def run_dir(self) -> Path:
         """``out_dir / name``."""
         return Path(self.out_dir) / self.name
+
+    def measurement_source(self, checkpoint: Path | None) -> dict[str, object]:
+        """What a measurement in this run depends on besides the arch and the calibration seed: the weights
+        (digest of the ``checkpoint`` file, empty without one) and how BN is calibrated. Arch CSVs record it; a
+        change means stale rows."""
+        section = self.calibration
+        return {
+            "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None else "",
+            "calibration_batches": section.batches_for(self.data.name),
+            "calibration_batch_size": section.batch_size,
+            "calibration_augment": section.augment,
+        }
 
 
 def load_train_config(path: str | Path | None, overrides: tuple[str, ...] = ()) -> TrainConfig:

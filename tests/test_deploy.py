@@ -41,10 +41,11 @@ from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import load_subnet, read_export_info
 from ofa.flops import count_macs, count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.runfolder import source_record_path
+from ofa.runfolder import RunFolder, source_record_path
 from ofa.runs import LoadedRun, load_run
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import Arch, SearchSpace, load_space
+from ofa.train_config import load_train_config
 from predictors.models import create_predictor
 
 TINY = load_space("tiny")
@@ -231,7 +232,8 @@ def query_dir(trained_run: Path, tmp_path_factory: pytest.TempPathFactory, cost_
 
     folder = copy_run(trained_run, tmp_path_factory.mktemp("query") / "run", checkpoints=False)
     predictor = load_predictor(cost_predictors["params"], TINY)
-    search_run(StubRun(folder), BUDGETS, predictor, QUICK, finalists=1, plot=False)
+    source = load_train_config(RunFolder(folder).config).measurement_source(None)  # the weights of a run without any
+    search_run(StubRun(folder, measurement_source=source), BUDGETS, predictor, QUICK, finalists=1, plot=False)
     return folder
 
 
@@ -269,6 +271,28 @@ def test_query_prefers_the_better_saved_choice(query_dir: Path, cost_predictors)
         assert answer.predicted_acc >= float(predictor.predict([saved_arch])[0])
         if answer.arch == saved_arch:
             assert (answer.val_acc, answer.test_acc) == (item["val_acc"], item["test_acc"])
+
+
+def test_query_does_not_report_accuracies_measured_on_other_weights(
+    query_dir: Path, tmp_path: Path, cost_predictors, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once the run's final weights change (training resumed), the saved search's accuracies are stale."""
+    saved = json.loads((query_dir / "search" / "pareto.json").read_text())["chosen"]
+    tiny_settings = SearchSettings(population=2, generations=0, seed=0)
+    fresh = [
+        query_run(query_dir, item["budget_mmacs"], cost_predictors["params"], settings=tiny_settings) for item in saved
+    ]
+    assert any(answer.val_acc is not None for answer in fresh)
+    assert "measured on other weights" not in capsys.readouterr().err
+    stale_dir = copy_run(query_dir, tmp_path / "run")
+    latest = RunFolder(stale_dir).checkpoint("latest")
+    latest.parent.mkdir(parents=True)
+    latest.write_bytes(b"weights of a longer training")  # a query hashes the file, it never loads it
+    for item, before in zip(saved, fresh):
+        answer = query_run(stale_dir, item["budget_mmacs"], cost_predictors["params"], settings=tiny_settings)
+        assert answer.arch == before.arch
+        assert (answer.val_acc, answer.test_acc) == (None, None)
+    assert "pareto.json: measured on other weights or calibration" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------
