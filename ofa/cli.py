@@ -331,7 +331,7 @@ def _add_finetune_command(commands: argparse._SubParsersAction) -> None:
     which.add_argument("--arch", help="with a run: arch file (JSON or YAML)")
     parser.add_argument("--run", help="with an export: the run it came from (default: the one it records)")
     parser.add_argument("--epochs", type=int, required=True, help="training epochs (>= 1)")
-    parser.add_argument("--lr", type=float, help="peak lr (default: the run's lr / 10; from scratch: the run's lr)")
+    parser.add_argument("--lr", type=float, help="peak lr (default: 0.3 x the run's lr; from scratch: the run's lr)")
     parser.add_argument("--kd", action="store_true", help="distil from the supernet's largest subnet")
     parser.add_argument(
         "--from-scratch", action="store_true", help="train the arch from random initialisation with the run's recipe"

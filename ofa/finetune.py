@@ -1,7 +1,7 @@
 """Fine-tune an extracted subnet, or train its architecture alone from scratch, and export the result.
 
 Fine-tuning starts from the supernet's weights (BN recalibrated), trains the static subnet with SGD and a
-cosine schedule at a small learning rate (default: the run's lr / 10, no warm-up), optionally distilled
+cosine schedule at a smaller learning rate (default: 0.3 x the run's lr, no warm-up), optionally distilled
 from the supernet's largest subnet (the in-place distillation loss of training), recalibrates BN on the
 run's calibration images augmented as in training (what the static model's weights were trained
 under), and exports. ``from_scratch`` trains the same architecture from the supernet's
@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 STATE_FORMAT = 1
-FINETUNE_LR_FACTOR = 0.1  # default fine-tuning lr: the run's lr times this
+# default fine-tuning lr: the run's lr times this. On the CIFAR-10 dev set (3-MMAC subnet, 4 epochs, distilled,
+# seeds 0 and 1) 0.3 gave 73.9 % test, 0.5 gave 74.0 % and 0.1 gave 72.9 %.
+FINETUNE_LR_FACTOR = 0.3
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class FinetuneSettings:
         return "scratch" if self.from_scratch else "finetune"
 
     def learning_rate(self, run_lr: float) -> float:
-        """The peak learning rate: ``lr`` if set, else the run's (scratch) or a tenth of it (fine-tune)."""
+        """The peak learning rate: ``lr`` if set, else the run's (scratch) or ``FINETUNE_LR_FACTOR`` times it (fine-tune)."""
         if self.lr is not None:
             return self.lr
         return run_lr if self.from_scratch else run_lr * FINETUNE_LR_FACTOR
