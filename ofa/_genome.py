@@ -8,10 +8,10 @@ archs correspond one to one. The operators draw from the same distributions as `
 whole batch at once with a ``numpy.random.Generator``.
 
 MACs come from tables of per-block, stem and head terms built once per space with
-``ofa.flops.layout_macs`` over ``ofa.layout.network_layout`` (the project's single MAC formula); a MAC
+``ofa.layer_costs.layout_macs`` over ``ofa.layout.network_layout`` (the project's single MAC formula); a MAC
 count is then a few table look-ups per row. The count is exact, since a block's MACs depend only on
 the resolution, its input and output widths, its kernel size and its expand ratio (tests compare it
-with ``ofa.flops.count_macs_many``).
+with the layer-by-layer count of the layout and with fvcore). ``ofa.flops`` counts archs with it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa.flops import block_macs, block_params, layout_macs, layout_params
+from ofa.layer_costs import block_macs, block_params, layout_macs, layout_params
 from ofa.layout import BlockLayout, NetworkLayout, network_layout
 from ofa.space import Arch, SearchSpace, StageSpec
 
@@ -97,6 +97,8 @@ class Genome:
         for s, stage in enumerate(stages):
             self._depth_table[s, : len(stage.depth)] = stage.depth
         self._stage_range = np.arange(n_stages)
+        self._depth_list = self._depth_table.tolist()
+        self._depth_column_list, self._width_column_list = self.depth_columns.tolist(), self.width_columns.tolist()
         # per_block slots: the stage and block index of every kernel/expand column (for activity)
         slot_stage = np.repeat(np.arange(n_stages), self.slots)
         slot_block = np.tile(np.arange(self.slots), n_stages)
@@ -110,20 +112,46 @@ class Genome:
     # --- encoding ------------------------------------------------------------------------------------
 
     def encode(self, archs: Sequence[Arch]) -> np.ndarray:
-        """Rows of ``archs`` (validated against the space)."""
+        """Rows of ``archs``; an arch of another space, or with a value the space does not offer, raises the
+        ``ValueError`` of ``SearchSpace.validate``."""
         rows = np.zeros((len(archs), self.columns), dtype=np.int64)
         for row, arch in enumerate(archs):
-            self.space.validate(arch)
-            values = [arch.resolution, *arch.width, *arch.depth]
+            rows[row] = self._checked_indices(arch)
+        return rows
+
+    def _checked_indices(self, arch: Arch) -> list[int]:
+        """The choice indices of ``arch``, or the ``ValueError`` of ``SearchSpace.validate``."""
+        indices = self._indices(arch)
+        if indices is None:
+            self.space.validate(arch)  # raises, naming the field and its choices
+            raise ValueError(f"arch {arch!r} cannot be encoded in space {self.space.name!r}")
+        return indices
+
+    def _indices(self, arch: Arch) -> list[int] | None:
+        """The choice indices of a valid arch; None for anything ``SearchSpace.validate`` would refuse."""
+        stages = len(self.space.stages)
+        if not isinstance(arch, Arch) or len(arch.width) != stages + 2:
+            return None
+        if not len(arch.depth) == len(arch.kernel_size) == len(arch.expand_ratio) == stages:
+            return None
+        values = [arch.resolution, *arch.width, *arch.depth]
+        try:
             for name in ("kernel_size", "expand_ratio"):
-                for stage_values in getattr(arch, name):
-                    if self.slots == 1:
+                for depth, stage_values in zip(arch.depth, getattr(arch, name)):
+                    if len(stage_values) != depth:
+                        return None
+                    if self.slots == 1:  # per_stage: one value for all blocks of the stage
+                        if list(stage_values).count(stage_values[0]) != depth:
+                            return None
                         values.append(stage_values[0])
                     else:
                         values.extend(stage_values)
-                        values.extend([None] * (self.slots - len(stage_values)))
-            rows[row] = [0 if value is None else index[value] for value, index in zip(values, self._index)]
-        return rows
+                        values.extend([None] * (self.slots - depth))
+            if len(values) != self.columns:
+                return None
+            return [0 if value is None else index[value] for value, index in zip(values, self._index)]
+        except (KeyError, TypeError, IndexError):
+            return None
 
     def decode(self, rows: np.ndarray) -> list[Arch]:
         """Archs of canonical rows."""
@@ -286,6 +314,20 @@ class Genome:
         bases, blocks = [base(layout_macs), base(layout_params)], [block(block_macs), block(block_params)]
         tables = self._additive_tables(bases, blocks, np.int64)
         self._mac_tables, self._param_tables = tables
+        self._mac_lists, self._param_lists = [(table.base.tolist(), table.flat.tolist()) for table in tables]
+        strides = self._mac_tables.strides[:4, :].T.tolist()  # per position: resolution, input, output, kernel
+        self._position_terms = list(
+            zip(
+                self._mac_tables.offsets.tolist(),
+                strides,
+                self._position_stage.tolist(),
+                self._position_block.tolist(),
+                self._position_input.tolist(),
+                self._position_output.tolist(),
+                self._position_kernel.tolist(),
+                self._position_expand.tolist(),
+            )
+        )
         self._build_features()
 
     def _build_features(self) -> None:
@@ -404,6 +446,28 @@ class Genome:
         )
         active = self.depths(rows)[:, self._position_stage] > self._position_block
         return total + (tables.flat[index] * active).sum(axis=1)
+
+    def _cost_of(self, arch: Arch, tables: tuple[list, list[int]]) -> int:
+        """``cost`` of one arch in plain Python (a few microseconds; numpy's per-call overhead is larger)."""
+        indices = self._checked_indices(arch)
+        base, flat = tables
+        depths = [self._depth_list[s][indices[column]] for s, column in enumerate(self._depth_column_list)]
+        width = [indices[column] for column in self._width_column_list]
+        resolution = indices[0]
+        total = base[resolution][width[0]][width[-2]][width[-1]]
+        for offset, strides, stage, block, inputs, outputs, kernel, expand in self._position_terms:
+            if depths[stage] > block:
+                index = offset + resolution * strides[0] + indices[inputs] * strides[1] + indices[outputs] * strides[2]
+                total += flat[index + indices[kernel] * strides[3] + indices[expand]]
+        return total
+
+    def macs_of(self, arch: Arch) -> int:
+        """Exact MACs of one arch (validated), as ``macs`` counts its row."""
+        return self._cost_of(arch, self._mac_lists)
+
+    def params_of(self, arch: Arch) -> int:
+        """Exact parameters of one arch (validated), as ``params`` counts its row."""
+        return self._cost_of(arch, self._param_lists)
 
     def macs(self, rows: np.ndarray) -> np.ndarray:
         """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""

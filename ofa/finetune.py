@@ -80,7 +80,7 @@ class FinetuneSettings:
         return "scratch" if self.from_scratch else "finetune"
 
     def learning_rate(self, run_lr: float) -> float:
-        """The peak learning rate: ``lr`` if set, else the run's (scratch) or ``FINETUNE_LR_FACTOR`` times it (fine-tune)."""
+        """The peak learning rate: ``lr`` if set, else the run's (scratch) or ``FINETUNE_LR_FACTOR`` x it."""
         if self.lr is not None:
             return self.lr
         return run_lr if self.from_scratch else run_lr * FINETUNE_LR_FACTOR
