@@ -585,6 +585,22 @@ def test_export_target_is_refused_unless_forced_and_kept_on_failure(
     assert str(out) in out_text
 
 
+def test_export_to_a_symlink_of_an_export_is_refused_even_with_force(
+    exported: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    folder, first = exported
+    real, link = tmp_path / "real", tmp_path / "link"
+    shutil.copytree(first, real)
+    link.symlink_to(real)
+    before = {path.name: path.read_bytes() for path in real.iterdir()}
+    arch_file = tmp_path / "min.json"
+    arch_file.write_text(TINY.min_arch().to_json())
+    code, _, err = cli(["export", folder, "--arch", arch_file, "--out", link, "--force"], capsys)
+    assert_one_line_error(code, err, str(link), "symbolic link")
+    assert {path.name: path.read_bytes() for path in real.iterdir()} == before
+    assert link.is_symlink()
+
+
 # ----------------------------------------------------------------------------------------------------
 # bad input: one line, exit code 2 (CLI); ValueError (API)
 # ----------------------------------------------------------------------------------------------------
