@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,8 +32,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.bench_sampling import _claim
+
+if TYPE_CHECKING:
+    from ofa.finetune import FinetuneSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "configs" / "train" / "cifar10.yaml"
@@ -41,9 +46,11 @@ BUDGETS = (1.5, 3.0, 6.0, 11.4)  # MMACs; 11.4 admits the largest subnet (11.3)
 FINETUNE_EPOCHS = 4
 
 
-def variants(distill: bool, scratch: bool = True) -> tuple[str, ...]:
-    """The job variants: fine-tuned (``finetune`` distilled, ``finetune_labels`` on the labels) and scratch."""
-    return ("finetune" if distill else "finetune_labels", *(("scratch",) if scratch else ()))
+def variants(distill: bool, scratch: bool = True, finetune_epochs: int = FINETUNE_EPOCHS) -> tuple[str, ...]:
+    """The job variants: fine-tuned (``finetune-<E>ep`` distilled, ``finetune-labels-<E>ep`` on the labels) and
+    scratch."""
+    tuned = f"finetune-{finetune_epochs}ep" if distill else f"finetune-labels-{finetune_epochs}ep"
+    return (tuned, *(("scratch",) if scratch else ()))
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,19 @@ def run_job(job: Job, run_dir: Path, arch: dict, out: Path, finetune_epochs: int
     """Train one job unless it is done or another process holds it; True when its export exists."""
     from ofa.finetune import FinetuneSettings, finetune_subnet
     from ofa.runs import load_run
+    from ofa.train_config import load_train_config
 
     target = job.folder(out)
+    recipe = load_train_config(run_dir / "config.yaml")
+    scratch = job.variant == "scratch"
+    settings = FinetuneSettings(
+        epochs=recipe.epochs if scratch else finetune_epochs,
+        distill=distill and not scratch,
+        from_scratch=scratch,
+        seed=job.seed,
+    )
     if (target / "arch.json").is_file():
+        _check_done(target, settings, settings.learning_rate(recipe.optim.lr))
         return True
     target.parent.mkdir(parents=True, exist_ok=True)
     claim = target.parent / f".{job.variant}.claim"
@@ -101,19 +118,27 @@ def run_job(job: Job, run_dir: Path, arch: dict, out: Path, finetune_epochs: int
         return False
     try:
         run = load_run(run_dir)
-        scratch = job.variant == "scratch"
-        settings = FinetuneSettings(
-            epochs=run.config.epochs if scratch else finetune_epochs,
-            distill=distill and not scratch,
-            from_scratch=scratch,
-            seed=job.seed,
-        )
         started = time.perf_counter()
         finetune_subnet(run, run.space.arch_from_dict(arch), settings, target, progress=False)
         print(f"[{job.variant} s{job.seed} {job.budget:g}M] done in {time.perf_counter() - started:.0f} s", flush=True)
         return True
     finally:
         claim.unlink(missing_ok=True)
+
+
+def _check_done(target: Path, settings: FinetuneSettings, lr: float) -> None:
+    """A finished job's export must have been made with the job's settings (an older default lr, other epochs
+    or another start would be reported under this job's name): a ``ValueError`` naming both otherwise."""
+    from ofa.export import read_export_info
+
+    made = read_export_info(target)["metadata"]
+    expected = {"epochs": settings.epochs, "distill": int(settings.distill), "seed": settings.seed}
+    recorded = {key: made.get(key) for key in expected}
+    if recorded != expected or not math.isclose(made.get("lr", 0.0), lr, rel_tol=1e-9):
+        raise ValueError(
+            f"{target} was made with {recorded | {'lr': made.get('lr')}}, this job asks {expected | {'lr': lr}}: "
+            "move it away (or give another --out) to measure again"
+        )
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -209,7 +234,7 @@ def main(
                 (out / f".supernet-s{seed}.claim").unlink(missing_ok=True)
     recipe_run = run_dirs.get(seeds[0])  # scratch needs the recipe and the data, not the supernet's weights
     for seed in seeds:
-        for variant in variants(distill, scratch):
+        for variant in variants(distill, scratch, finetune_epochs):
             run_dir = recipe_run if variant == "scratch" else run_dirs.get(seed)
             for budget in BUDGETS if run_dir is not None else ():
                 run_job(Job(seed, budget, variant), run_dir, archs[budget], out, finetune_epochs, distill)
@@ -217,21 +242,20 @@ def main(
         helper.wait()
     if worker:
         return []
-    jobs_asked = _jobs(seeds, distill, scratch)
+    jobs_asked = _jobs(seeds, distill, scratch, finetune_epochs)
     missing = [str(job.folder(out)) for job in jobs_asked if not (job.folder(out) / "arch.json").is_file()]
     if missing:
         raise RuntimeError(f"jobs not finished (another process may still hold them): {', '.join(missing)}")
     for seed in seeds:
         run_dirs.setdefault(seed, out / f"supernet-s{seed}")
-    rows = summarise(out, seeds, BUDGETS, run_dirs, variants(distill)[0])
+    rows = summarise(out, seeds, BUDGETS, run_dirs, variants(distill, finetune_epochs=finetune_epochs)[0])
     _write(out, rows, len(seeds), finetune_epochs, distill)
     return rows
 
 
-def _jobs(seeds: Sequence[int], distill: bool, scratch: bool = True) -> list[Job]:
-    return [
-        Job(seed, budget, variant) for seed in seeds for variant in variants(distill, scratch) for budget in BUDGETS
-    ]
+def _jobs(seeds: Sequence[int], distill: bool, scratch: bool, finetune_epochs: int) -> list[Job]:
+    every = variants(distill, scratch, finetune_epochs)
+    return [Job(seed, budget, variant) for seed in seeds for variant in every for budget in BUDGETS]
 
 
 def helper_command_of(
@@ -263,8 +287,9 @@ def _write(out: Path, rows: Sequence[Sequence[str]], seeds: int, finetune_epochs
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     text = "\n".join(lines) + "\n"
     print(text)
-    atomic_write_text(out / "finetune.md", text)
-    atomic_write_text(out / "finetune.json", json.dumps({"header": HEADER, "rows": rows}, indent=1))
+    stem = variants(distill, scratch=False, finetune_epochs=finetune_epochs)[0]  # one table per fine-tuning setting
+    atomic_write_text(out / f"{stem}.md", text)
+    atomic_write_text(out / f"{stem}.json", json.dumps({"header": HEADER, "rows": rows}, indent=1))
 
 
 def _run_dirs(values: Sequence[str]) -> dict[int, Path]:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
 import benchmarks.bench_finetune
+import ofa.export
 import ofa.pipeline
-from benchmarks.bench_finetune import RECIPE, _run_dirs, chosen_archs, helper_command_of, train_supernet
+from benchmarks.bench_finetune import (
+    RECIPE,
+    Job,
+    _run_dirs,
+    chosen_archs,
+    helper_command_of,
+    run_job,
+    train_supernet,
+    variants,
+)
+from ofa.export import EXPORT_FORMAT, EXPORT_VERSION
+from ofa.finetune import FINETUNE_LR_FACTOR
 from ofa.flops import count_macs, count_params
 from ofa.space import load_space
 from ofa.train_config import load_train_config
@@ -94,3 +108,28 @@ def test_a_helper_process_gets_every_setting(
     ((data, out, seeds, run_dirs, finetune_epochs, kd, jobs, worker, got_epochs, got_scratch),) = received
     assert (Path(data), Path(out), seeds, run_dirs, finetune_epochs) == settings[:5]
     assert (kd, got_epochs, got_scratch, jobs, worker) == (distill, epochs, scratch, 1, True)
+
+
+def test_a_finished_job_is_reused_only_if_made_with_the_jobs_settings(tmp_path: Path) -> None:
+    """An export left by an older default lr or other epochs is refused, not reported under this job's name."""
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run_dir.mkdir()
+    shutil.copy(RECIPE, run_dir / "config.yaml")
+    recipe_lr = load_train_config(RECIPE).optim.lr
+    job = Job(0, 3.0, variants(distill=True, finetune_epochs=4)[0])
+    target = job.folder(out)
+    target.mkdir(parents=True)
+
+    def write(lr: float, epochs: int = 4) -> None:
+        metadata = {"epochs": epochs, "distill": 1, "seed": 0, "lr": lr}
+        info = dict.fromkeys(ofa.export._REQUIRED_KEYS) | {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION}
+        (target / "arch.json").write_text(json.dumps(info | {"metadata": metadata}))
+
+    write(recipe_lr * FINETUNE_LR_FACTOR)
+    assert run_job(job, run_dir, {}, out, 4, distill=True)
+    for lr, epochs in ((recipe_lr * FINETUNE_LR_FACTOR / 3, 4), (recipe_lr * FINETUNE_LR_FACTOR, 16)):
+        write(lr, epochs)
+        with pytest.raises(ValueError, match=r"was made with .*move it away"):
+            run_job(job, run_dir, {}, out, 4, distill=True)
+    longer = Job(0, 3.0, variants(distill=True, finetune_epochs=16)[0])
+    assert longer.folder(out) != target  # 4 and 16 epochs keep separate results
