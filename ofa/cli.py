@@ -159,7 +159,8 @@ def _command_finetune(args: argparse.Namespace) -> None:
 
 def _command_search(args: argparse.Namespace) -> None:
     from ofa.budget import check_budget, check_latency_budget, parse_budgets
-    from ofa.deploy import capped_settings, find_latency_estimator, find_predictor, read_run_space, search_run
+    from ofa.deploy import capped_settings, search_run
+    from ofa.query import find_latency_estimator, find_predictor, read_run_space
     from ofa.search import SearchSettings
 
     # every input is checked before the supernet is loaded (which takes seconds)
@@ -215,7 +216,7 @@ def _check_latency_model_option(args: argparse.Namespace) -> None:
 
 
 def _command_query(args: argparse.Namespace) -> None:
-    from ofa.deploy import find_latency_estimator, query_run, read_run_space
+    from ofa.query import find_latency_estimator, query_run, read_run_space
 
     _check_latency_model_option(args)
     latency = None

@@ -32,9 +32,9 @@ from tqdm import tqdm
 from ofa.bn import recalibrate_bn, resize_to
 from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.data import calibration_images
-from ofa.deploy import query_run, read_run_space
 from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import check_export_target, is_export, read_export_info
+from ofa.query import query_run, read_run_space
 from ofa.runs import LoadedRun, load_run
 from ofa.space import Arch, load_arch
 from ofa.static import StaticNet

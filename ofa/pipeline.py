@@ -36,7 +36,7 @@ from ofa.archdata import spread_archs
 from ofa.budget import check_budget, smallest_mmacs
 from ofa.checkpoint import load_checkpoint
 from ofa.config import config_from_dict, load_yaml
-from ofa.deploy import ChosenSubnet, save_run_predictor, search_run
+from ofa.deploy import search_run
 from ofa.evaluate import evaluate_model
 from ofa.export import is_export, load_subnet, preprocess, read_export_info
 from ofa.finetune import FinetuneSettings, finetune_subnet
@@ -45,6 +45,7 @@ from ofa.latency import build_latency_table, load_latency_table
 from ofa.latency_data import measure_to_csv
 from ofa.latency_models import fit_estimator, latency_metrics
 from ofa.latency_timing import device_fingerprint
+from ofa.query import ChosenSubnet, save_run_predictor
 from ofa.report import write_report
 from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock

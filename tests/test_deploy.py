@@ -27,20 +27,12 @@ from ofa.checkpoint import atomic_save
 from ofa.cli import main
 from ofa.cost_axis import mac_axis
 from ofa.data import calibration_images
-from ofa.deploy import (
-    PARETO_COLUMNS,
-    ChosenSubnet,
-    export_from_run,
-    find_predictor,
-    pareto_figure,
-    query_run,
-    read_run_space,
-    search_run,
-)
+from ofa.deploy import PARETO_COLUMNS, export_from_run, pareto_figure, search_run
 from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import load_subnet, read_export_info
 from ofa.flops import count_macs, count_macs_many, count_params
 from ofa.pareto import pareto_front
+from ofa.query import ChosenSubnet, find_predictor, query_run, read_run_space
 from ofa.runfolder import RunFolder, source_record_path
 from ofa.runs import LoadedRun, load_run
 from ofa.search import SearchSettings, search_budgets
