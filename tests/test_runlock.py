@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ofa.cli import main
 from ofa.runfolder import RunFolder
 from ofa.runlock import RunLockedError, run_lock
 
@@ -68,22 +69,20 @@ def test_a_folder_made_for_a_writer_that_wrote_nothing_is_removed_again(tmp_path
 
 
 @pytest.mark.parametrize("command", ["export", "search"])
-def test_export_and_search_refuse_a_run_being_written(command: str, trained_run: Path, tmp_path: Path) -> None:
+def test_export_and_search_refuse_a_run_being_written(
+    command: str, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     arguments = {"export": ["--flops", "3M", "--out", str(tmp_path / "out")], "search": ["--budgets", "3M"]}
-    holder = _holder(run_dir)
+    holder = _holder(run_dir)  # another process: the lock is per process
     try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "ofa.cli", command, str(run_dir), *arguments[command]],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        code = main([command, str(run_dir), *arguments[command]])
     finally:
         holder.kill()
         holder.wait()
-    assert completed.returncode == 2
-    assert completed.stderr.count("\n") == 1, completed.stderr
-    assert f"is being written by pid {holder.pid} (ofa train)" in completed.stderr
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert stderr.count("\n") == 1, stderr
+    assert f"is being written by pid {holder.pid} (ofa train)" in stderr
     assert not (tmp_path / "out").exists() and not (run_dir / "search").exists()
