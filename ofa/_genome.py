@@ -97,8 +97,6 @@ class Genome:
         for s, stage in enumerate(stages):
             self._depth_table[s, : len(stage.depth)] = stage.depth
         self._stage_range = np.arange(n_stages)
-        self._depth_list = self._depth_table.tolist()
-        self._depth_column_list, self._width_column_list = self.depth_columns.tolist(), self.width_columns.tolist()
         # per_block slots: the stage and block index of every kernel/expand column (for activity)
         slot_stage = np.repeat(np.arange(n_stages), self.slots)
         slot_block = np.tile(np.arange(self.slots), n_stages)
@@ -315,19 +313,7 @@ class Genome:
         tables = self._additive_tables(bases, blocks, np.int64)
         self._mac_tables, self._param_tables = tables
         self._mac_lists, self._param_lists = [(table.base.tolist(), table.flat.tolist()) for table in tables]
-        strides = self._mac_tables.strides[:4, :].T.tolist()  # per position: resolution, input, output, kernel
-        self._position_terms = list(
-            zip(
-                self._mac_tables.offsets.tolist(),
-                strides,
-                self._position_stage.tolist(),
-                self._position_block.tolist(),
-                self._position_input.tolist(),
-                self._position_output.tolist(),
-                self._position_kernel.tolist(),
-                self._position_expand.tolist(),
-            )
-        )
+        self._stage_terms = self._single_arch_terms()
         self._build_features()
 
     def _build_features(self) -> None:
@@ -447,27 +433,70 @@ class Genome:
         active = self.depths(rows)[:, self._position_stage] > self._position_block
         return total + (tables.flat[index] * active).sum(axis=1)
 
-    def _cost_of(self, arch: Arch, tables: tuple[list, list[int]]) -> int:
-        """``cost`` of one arch in plain Python (a few microseconds; numpy's per-call overhead is larger)."""
-        indices = self._checked_indices(arch)
+    def _single_arch_terms(self) -> tuple:
+        """What ``_fast_cost`` needs, as plain Python: the index of every choice value, and per stage its depths,
+        the strides of its block terms (resolution, input and output width), each block's offset and the offset
+        of every (kernel, expand ratio) pair."""
+        space, tables = self.space, self._mac_tables
+        strides = tables.strides[:4, :].T.tolist()  # per block position; equal within a stage
+        offsets = tables.offsets.tolist()
+        stages = []
+        for s, stage in enumerate(space.stages):
+            positions = [p for p, stage_of in enumerate(self._position_stage.tolist()) if stage_of == s]
+            kernel_stride = strides[positions[0]][3]
+            pairs = {
+                (kernel, expand): k * kernel_stride + e
+                for k, kernel in enumerate(stage.kernel_size)
+                for e, expand in enumerate(stage.expand_ratio)
+            }
+            stage_offsets = [offsets[p] for p in positions]
+            stages.append((frozenset(stage.depth), strides[positions[0]][:3], stage_offsets, pairs))
+        resolution_index = {value: index for index, value in enumerate(space.resolution)}
+        width_index = [{value: index for index, value in enumerate(choices)} for choices in space.width_choices]
+        return resolution_index, width_index, stages
+
+    def _refuse(self, arch: Arch) -> int:
+        """Raise the ``ValueError`` of ``SearchSpace.validate`` for an arch ``_fast_cost`` could not count."""
+        self.space.validate(arch)  # raises, naming the field and its choices
+        raise ValueError(f"arch {arch!r} cannot be counted in space {self.space.name!r}")
+
+    def _fast_cost(self, arch: Arch, tables: tuple[list, list[int]]) -> int | None:
+        """The cost of a valid arch; None for anything ``SearchSpace.validate`` would refuse."""
         base, flat = tables
-        depths = [self._depth_list[s][indices[column]] for s, column in enumerate(self._depth_column_list)]
-        width = [indices[column] for column in self._width_column_list]
-        resolution = indices[0]
-        total = base[resolution][width[0]][width[-2]][width[-1]]
-        for offset, strides, stage, block, inputs, outputs, kernel, expand in self._position_terms:
-            if depths[stage] > block:
-                index = offset + resolution * strides[0] + indices[inputs] * strides[1] + indices[outputs] * strides[2]
-                total += flat[index + indices[kernel] * strides[3] + indices[expand]]
-        return total
+        resolution_index, width_index, stages = self._stage_terms
+        per_stage = self.slots == 1
+        try:
+            if not isinstance(arch, Arch) or len(arch.width) != len(width_index):
+                return None
+            if not len(arch.depth) == len(arch.kernel_size) == len(arch.expand_ratio) == len(stages):
+                return None
+            resolution = resolution_index[arch.resolution]
+            width = [index[value] for index, value in zip(width_index, arch.width)]
+            total = base[resolution][width[0]][width[-2]][width[-1]]
+            terms = zip(stages, arch.depth, arch.kernel_size, arch.expand_ratio, width, width[1:])
+            for stage, depth, kernels, expands, inputs, outputs in terms:
+                depths, strides, offsets, pairs = stage
+                if depth not in depths or len(kernels) != depth or len(expands) != depth:
+                    return None
+                if per_stage and (kernels.count(kernels[0]) != depth or expands.count(expands[0]) != depth):
+                    return None
+                start = resolution * strides[0] + inputs * strides[1] + outputs * strides[2]
+                for offset, pair in zip(offsets, zip(kernels, expands)):
+                    total += flat[offset + start + pairs[pair]]
+            return total
+        except (KeyError, TypeError, IndexError):
+            return None
 
     def macs_of(self, arch: Arch) -> int:
-        """Exact MACs of one arch (validated), as ``macs`` counts its row."""
-        return self._cost_of(arch, self._mac_lists)
+        """Exact MACs of one arch (validated), as ``macs`` counts its row, in plain Python (a few microseconds;
+        numpy's per-call overhead is larger)."""
+        total = self._fast_cost(arch, self._mac_lists)
+        return self._refuse(arch) if total is None else total
 
     def params_of(self, arch: Arch) -> int:
         """Exact parameters of one arch (validated), as ``params`` counts its row."""
-        return self._cost_of(arch, self._param_lists)
+        total = self._fast_cost(arch, self._param_lists)
+        return self._refuse(arch) if total is None else total
 
     def macs(self, rows: np.ndarray) -> np.ndarray:
         """Exact MACs of canonical rows (int64), as ``ofa.flops.count_macs_many`` counts them."""
@@ -543,7 +572,26 @@ class Genome:
 
 
 @functools.lru_cache(maxsize=16)
+def _genome_of_equal(space: SearchSpace, num_classes: int) -> Genome:
+    return Genome(space, num_classes)
+
+
+# Genomes are derived, immutable data of a (frozen) space. Hashing a space costs about a microsecond, as much as a
+# whole MAC count, so the last spaces asked for are also found by identity; each entry holds its space, so that
+# the id cannot be reused while cached. Nothing observable depends on this cache.
+_BY_IDENTITY: dict[tuple[int, int], tuple[SearchSpace, Genome]] = {}
+_BY_IDENTITY_SIZE = 16
+
+
 def genome_of(space: SearchSpace, num_classes: int) -> Genome:
     """The genome of ``space`` at ``num_classes``, built once (its MAC and parameter tables take up to a third of
-    a second on the ImageNet spaces) and shared by the search, the predictors' encoding and the latency tables."""
-    return Genome(space, num_classes)
+    a second on the ImageNet spaces) and shared by the search, the predictors' encoding, the MAC counts and the
+    latency tables."""
+    entry = _BY_IDENTITY.get((id(space), num_classes))
+    if entry is not None and entry[0] is space:
+        return entry[1]
+    genome = _genome_of_equal(space, num_classes)
+    if len(_BY_IDENTITY) >= _BY_IDENTITY_SIZE:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(space), num_classes] = (space, genome)
+    return genome
