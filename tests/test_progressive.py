@@ -235,6 +235,7 @@ def test_channels_are_sorted_at_the_start_of_each_expand_phase(tmp_path: Path, m
     assert calls == [(1, 6), (1, 4, 6)]
 
 
+@pytest.mark.slow  # about 5 s: two short progressive runs, one killed and resumed
 def test_progressive_resume_after_a_kill_in_a_later_phase_is_exact(
     tmp_path: Path, progressive_run: tuple[TrainResult, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
