@@ -20,12 +20,6 @@ def test_light_commands_import_no_heavy_library(command: str) -> None:
     assert heavy_imports(COMMANDS[command]) == []
 
 
-def test_heavy_imports_sees_torch_where_a_command_needs_it() -> None:
-    # validating latency estimators reads timed subnets with torch's helpers before it finds the file missing
-    command = ["-m", "ofa.cli", "latency", "validate", "--space", "tiny", "--data", "missing.csv", "x.json"]
-    assert "torch" in heavy_imports(command)
-
-
 def test_query_imports_no_torch(tmp_path: Path) -> None:
     """``ofa query`` answers from space.json and the predictor: the supernet's libraries stay unloaded."""
     space = load_space("tiny")
@@ -39,4 +33,4 @@ def test_query_imports_no_torch(tmp_path: Path) -> None:
     command = ["-m", "ofa.cli", "query", str(run), "--flops", budget, "--predictor", str(tmp_path / "predictor.json")]
     heavy = heavy_imports(command)
     assert "torch" not in heavy
-    assert "lightgbm" in heavy  # the query did run: the predictors' module was loaded
+    assert "lightgbm" in heavy  # the query did run, and heavy_imports sees what a command loads
