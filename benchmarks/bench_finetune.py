@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.bench_sampling import _claim
+from ofa.runfolder import RunFolder
 
 if TYPE_CHECKING:
     from ofa.finetune import FinetuneSettings
@@ -101,7 +102,7 @@ def run_job(job: Job, run_dir: Path, arch: dict, out: Path, finetune_epochs: int
     from ofa.train_config import load_train_config
 
     target = job.folder(out)
-    recipe = load_train_config(run_dir / "config.yaml")
+    recipe = load_train_config(RunFolder(run_dir).config)
     scratch = job.variant == "scratch"
     settings = FinetuneSettings(
         epochs=recipe.epochs if scratch else finetune_epochs,
@@ -156,7 +157,7 @@ def summarise(
     from ofa.export import read_export_info
     from ofa.train_config import load_train_config
 
-    recipe = load_train_config(run_dirs[seeds[0]] / "config.yaml")
+    recipe = load_train_config(RunFolder(run_dirs[seeds[0]]).config)
     supernet_cost = subnet_passes(recipe, 1)  # subnet-epochs (progressive shrinking: its phases' subnets)
     rows = []
     for budget in budgets:

@@ -154,8 +154,8 @@ def search_run(
     dnas = dnas_search_for_run(run) if strategy == "dnas" else None
     arguments = (settings, run.num_classes, strategy, per_budget, latency, dnas)
     result = search_budgets(run.space, predictor, budgets, *arguments)
-    measured = measured_archs(run.run_dir, run.space, run.measurement_source)
-    chosen, made = _choosemeasured_archs(run, result, predictor, finalists, progress, axis, dict(measured))
+    measured = measured_archs(run.run_dir, run.space, source := dict(run.measurement_source))  # hashes the weights
+    chosen, made = _choose_measured(run, result, predictor, finalists, progress, axis, dict(measured))
     summary = {
         "space": run.space.name,
         "objective": axis.unit,
@@ -163,7 +163,7 @@ def search_run(
         "strategy": strategy,
         "predictor_queries": result.num_evaluations,
         "supernet_measurements": made,
-        "measurement_source": dict(run.measurement_source),  # a query reuses the accuracies only if it matches
+        "measurement_source": source,  # a query reuses the accuracies only if it matches
         "num_classes": run.num_classes,
         "settings": {field.name: getattr(settings, field.name) for field in fields(settings)},
         "finalists_per_budget": finalists,
@@ -234,7 +234,7 @@ def capped_settings(
     return replace(settings, generations=min(settings.generations, generations)), None
 
 
-def _choosemeasured_archs(
+def _choose_measured(
     run: MeasurableRun,
     result: MultiBudgetResult,
     predictor: Predictor,

@@ -20,7 +20,7 @@ import numpy as np
 
 from ofa.atomic import atomic_write_text, file_sha256
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
-from ofa.flops import DEFAULT_NUM_CLASSES, count_macs_many, count_params
+from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
 from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, read_source_record, source_record_path
 from ofa.search import SearchSettings, evolutionary_search
 from ofa.space import Arch, SearchSpace
@@ -175,24 +175,26 @@ def _calibration_seed(run_dir: Path) -> int:
     return load_train_config(path).calibration.seed if path.is_file() else 0
 
 
-def measured_archs(
-    run_dir: Path, space: SearchSpace, source: Mapping[str, object] | None = None
-) -> dict[Arch, tuple[float, float]]:
+def _is_current(path: Path, recorded: object, source: Mapping[str, object], remedy: str) -> bool:
+    """Whether the measurements of ``path`` were made on the run's current weights and calibration (``source``,
+    see :meth:`ofa.train_config.TrainConfig.measurement_source`); a note on stderr when not."""
+    if recorded == dict(source):
+        return True
+    print(f"{path}: measured on other weights or calibration than the run's; {remedy}", file=sys.stderr)
+    return False
+
+
+def measured_archs(run_dir: Path, space: SearchSpace, source: Mapping[str, object]) -> dict[Arch, tuple[float, float]]:
     """Val and test accuracy of every arch in ``RUN/archs.csv`` measured with the run's calibration seed
     (what ``run.evaluate`` would measure; repeated measurements with other seeds are left out).
 
-    Given the run's current ``source`` (:attr:`ofa.runs.LoadedRun.measurement_source`), rows measured on other
-    weights or calibration (another recorded source, or none) are stale: none is returned, with a note.
+    Rows measured on other weights or calibration than the run's current ``source`` (another recorded source,
+    or none) are stale: none is returned, with a note.
     """
     data = RunFolder(run_dir).arch_data
     if not data.is_file():
         return {}
-    if source is not None and read_source_record(data) != dict(source):
-        print(
-            f"{data}: measured on other weights or calibration than the run's; not reused "
-            f"(`ofa evaluate {run_dir}` measures again)",
-            file=sys.stderr,
-        )
+    if not _is_current(data, read_source_record(data), source, f"not reused (`ofa evaluate {run_dir}` measures again)"):
         return {}
     seed = _calibration_seed(run_dir)
     known: dict[Arch, tuple[float, float]] = {}
@@ -260,7 +262,7 @@ def query_run(
     return ChosenSubnet(
         budget=budget_value,
         arch=best_arch,
-        mmacs=float(count_macs_many(space, [best_arch], num_classes)[0]) / 1e6,
+        mmacs=count_macs(space, best_arch, num_classes) / 1e6,
         params=count_params(space, best_arch, num_classes),
         predicted_acc=float(best_predicted),
         val_acc=val_acc,
@@ -296,9 +298,6 @@ def _saved_choices(
             "run `ofa search` again or delete it"
         ) from None
     archs = [arch for arch, _ in chosen]
-    if data.get("measurement_source") != dict(source):
-        print(
-            f"{path}: measured on other weights or calibration than the run's; accuracies not reused", file=sys.stderr
-        )
+    if not _is_current(path, data.get("measurement_source"), source, "accuracies not reused"):
         return archs, {}
     return archs, dict(chosen)

@@ -10,7 +10,7 @@ No other module spells a file name of a run; they ask a :class:`RunFolder` for t
       archs.jsonl            the subnets trained at every step
       tensorboard/           TensorBoard events
       checkpoints/           latest.pt and best.pt (format ``RUN_FORMAT``)
-      archs.csv              archs measured in the supernet (``ofa evaluate``), with archs.source.json
+      archs.csv              archs measured in the supernet (``ofa evaluate``), with archs.csv.source.json
       compare_archs.csv      the same for ``ofa compare`` variants
       predictor/             final.json (the search predictor), with final.json.source.json (the archs.csv digest it
                              was fitted on); the guide's archs.csv and predictor files
