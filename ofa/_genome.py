@@ -21,6 +21,7 @@ import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -120,10 +121,7 @@ class Genome:
     def _checked_indices(self, arch: Arch) -> list[int]:
         """The choice indices of ``arch``, or the ``ValueError`` of ``SearchSpace.validate``."""
         indices = self._indices(arch)
-        if indices is None:
-            self.space.validate(arch)  # raises, naming the field and its choices
-            raise ValueError(f"arch {arch!r} cannot be encoded in space {self.space.name!r}")
-        return indices
+        return self._refuse(arch) if indices is None else indices
 
     def _indices(self, arch: Arch) -> list[int] | None:
         """The choice indices of a valid arch; None for anything ``SearchSpace.validate`` would refuse."""
@@ -131,6 +129,8 @@ class Genome:
         if not isinstance(arch, Arch) or len(arch.width) != stages + 2:
             return None
         if not len(arch.depth) == len(arch.kernel_size) == len(arch.expand_ratio) == stages:
+            return None
+        if any(isinstance(depth, (float, bool)) for depth in arch.depth):  # 2.0 equals a choice but is no depth
             return None
         values = [arch.resolution, *arch.width, *arch.depth]
         try:
@@ -455,8 +455,8 @@ class Genome:
         width_index = [{value: index for index, value in enumerate(choices)} for choices in space.width_choices]
         return resolution_index, width_index, stages
 
-    def _refuse(self, arch: Arch) -> int:
-        """Raise the ``ValueError`` of ``SearchSpace.validate`` for an arch ``_fast_cost`` could not count."""
+    def _refuse(self, arch: Arch) -> NoReturn:
+        """Raise the ``ValueError`` of ``SearchSpace.validate`` for an arch ``_indices`` or ``_fast_cost`` refused."""
         self.space.validate(arch)  # raises, naming the field and its choices
         raise ValueError(f"arch {arch!r} cannot be counted in space {self.space.name!r}")
 
@@ -476,7 +476,9 @@ class Genome:
             terms = zip(stages, arch.depth, arch.kernel_size, arch.expand_ratio, width, width[1:])
             for stage, depth, kernels, expands, inputs, outputs in terms:
                 depths, strides, offsets, pairs = stage
-                if depth not in depths or len(kernels) != depth or len(expands) != depth:
+                if isinstance(depth, (float, bool)) or depth not in depths:
+                    return None
+                if len(kernels) != depth or len(expands) != depth:
                     return None
                 if per_stage and (kernels.count(kernels[0]) != depth or expands.count(expands[0]) != depth):
                     return None

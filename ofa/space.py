@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -429,6 +430,8 @@ class SearchSpace:
                 raise ValueError(f"arch.width[{index}] ({part}): {value} is not one of {list(choices)}")
         for index, stage in enumerate(self.stages):
             depth = arch.depth[index]
+            if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+                raise ValueError(f"arch.depth[{index}] ({stage.name}): {depth!r} is not an integer")
             if depth not in stage.depth:
                 raise ValueError(f"arch.depth[{index}] ({stage.name}): {depth} is not one of {list(stage.depth)}")
             for name in ("kernel_size", "expand_ratio"):

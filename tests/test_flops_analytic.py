@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,42 @@ def test_counters_validate_the_arch() -> None:
     for count_many in (count_macs_many, count_params_many):
         with pytest.raises(ValueError, match=r"arch\.resolution"):
             count_many(tiny, [tiny.min_arch(), bad])
+
+
+def _odd_types(arch: Arch) -> dict[str, Arch]:
+    """``arch`` with numbers of other types: equal values, some of which the space must refuse."""
+    return {
+        "numpy resolution": dataclasses.replace(arch, resolution=np.int64(arch.resolution)),
+        "numpy widths": dataclasses.replace(arch, width=tuple(np.int64(width) for width in arch.width)),
+        "numpy depths": dataclasses.replace(arch, depth=tuple(np.int64(depth) for depth in arch.depth)),
+        "float depths": dataclasses.replace(arch, depth=tuple(float(depth) for depth in arch.depth)),
+        "bool depths": dataclasses.replace(arch, depth=tuple(depth == 1 or depth for depth in arch.depth)),
+        "list kernels": dataclasses.replace(arch, kernel_size=tuple(list(kernels) for kernels in arch.kernel_size)),
+        "float expands": dataclasses.replace(
+            arch, expand_ratio=tuple(tuple(float(value) for value in values) for values in arch.expand_ratio)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_counters_accept_exactly_what_the_space_accepts(name: str) -> None:
+    """The table look-ups of one arch and of many agree with ``SearchSpace.validate`` on numbers of other types:
+    an arch it accepts is counted as the layer-by-layer count does, one it refuses raises its error."""
+    space, rng = SPACES[name], random.Random(0)
+    for _ in range(20):
+        arch = space.sample(rng)
+        expected = layout_macs(network_layout(space, arch, 10)), layout_params(network_layout(space, arch, 10))
+        for kind, odd in _odd_types(arch).items():
+            try:
+                space.validate(odd)
+            except ValueError as error:
+                for count in (count_macs, count_params, lambda s, a: count_macs_many(s, [a])):
+                    with pytest.raises(ValueError, match=re.escape(str(error))):
+                        count(space, odd)
+                continue
+            counts = count_macs(space, odd), count_params(space, odd)
+            assert counts == expected, kind
+            assert (count_macs_many(space, [odd])[0], count_params_many(space, [odd])[0]) == expected, kind
 
 
 # ----------------------------------------------------------------------------------------------------
