@@ -36,15 +36,22 @@ def _run(arguments: list[str]) -> Callable[[], object]:
 
 
 def heavy_imports(arguments: list[str]) -> list[str]:
-    """The heavy libraries a command leaves imported (run in-process after its ``main`` returns)."""
+    """The heavy libraries a command leaves imported (run in-process after its ``main`` returns).
+
+    Raises:
+        RuntimeError: the command failed (its exit code and stderr).
+    """
     if arguments[:1] != ["-m"]:
         return []
     script = (
         "import sys\nfrom ofa.cli import main\n"
-        f"try:\n    main({arguments[2:]!r})\nexcept SystemExit:\n    pass\n"
-        f"print('heavy:' + ','.join(name for name in {HEAVY!r} if name in sys.modules))"
+        f"try:\n    code = main({arguments[2:]!r})\nexcept SystemExit as stop:\n    code = stop.code\n"
+        f"print('heavy:' + ','.join(name for name in {HEAVY!r} if name in sys.modules))\n"
+        "sys.exit(code)"
     )
-    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(arguments)} exited {result.returncode}: {result.stderr.strip()}")
     line = result.stdout.splitlines()[-1].removeprefix("heavy:")
     return [name for name in line.split(",") if name]
 

@@ -20,7 +20,7 @@ from ofa.errors import TrainingDivergedError
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
 from ofa.runfolder import RunFolder
 from ofa.runlock import run_lock
-from ofa.space import load_arch, load_space
+from ofa.space import SearchSpace, load_arch, load_space
 from predictors.cli import add_commands as add_predictor_commands
 
 __all__ = ["build_parser", "main"]
@@ -160,12 +160,12 @@ def _command_finetune(args: argparse.Namespace) -> None:
 def _command_search(args: argparse.Namespace) -> None:
     from ofa.budget import check_budget, check_latency_budget, parse_budgets
     from ofa.deploy import capped_settings, search_run
-    from ofa.query import find_latency_estimator, find_predictor, read_run_space
+    from ofa.query import find_latency_estimator, find_predictor
     from ofa.search import SearchSettings
 
     # every input is checked before the supernet is loaded (which takes seconds)
     _check_latency_model_option(args)
-    space, num_classes = read_run_space(args.run)
+    space, num_classes = _run_space(args.run)
     latency = None
     if args.latency is not None:
         latency = find_latency_estimator(args.run, space, args.latency_model)
@@ -215,13 +215,25 @@ def _check_latency_model_option(args: argparse.Namespace) -> None:
         raise ValueError("--latency-model applies to --latency budgets only")
 
 
+def _run_space(run: str) -> tuple[SearchSpace, int]:
+    """The run's space and class count; torch loads only to write back a deleted ``space.json``."""
+    from ofa.query import MissingSpaceFileError, read_run_space
+
+    try:
+        return read_run_space(run)
+    except MissingSpaceFileError:
+        from ofa.runs import run_space
+
+        return run_space(run)
+
+
 def _command_query(args: argparse.Namespace) -> None:
-    from ofa.query import find_latency_estimator, query_run, read_run_space
+    from ofa.query import find_latency_estimator, query_run
 
     _check_latency_model_option(args)
+    space, _ = _run_space(args.run)
     latency = None
     if args.latency is not None:
-        space, _ = read_run_space(args.run)
         latency = find_latency_estimator(args.run, space, args.latency_model)
     budget = args.flops if latency is None else args.latency
     answer = query_run(args.run, budget, args.predictor, latency=latency)

@@ -19,13 +19,14 @@ def _fingerprint(args: argparse.Namespace) -> Any:
 
 
 def _timing(args: argparse.Namespace) -> Any:
-    from ofa.latency_timing import TimingSettings
+    from ofa.latency_table import TimingSettings
 
     return TimingSettings(passes=args.passes)
 
 
 def _command_build(args: argparse.Namespace) -> None:
-    from ofa.latency import build_latency_table, load_latency_table
+    from ofa.latency import build_latency_table
+    from ofa.latency_table import load_latency_table
     from ofa.space import load_space
 
     space = load_space(args.space)
@@ -57,9 +58,9 @@ def _command_measure(args: argparse.Namespace) -> None:
 
 
 def _command_fit(args: argparse.Namespace) -> None:
-    from ofa.latency import load_latency_table
     from ofa.latency_data import read_timed_csv
     from ofa.latency_models import fit_estimator, latency_metrics
+    from ofa.latency_table import load_latency_table
     from ofa.space import load_space
 
     space = load_space(args.space)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from ofa.archdata import spread_archs
 from ofa.budget import check_budget
@@ -217,9 +217,9 @@ def _write(out_dir: Path, comparison: Comparison) -> None:
 
 
 def _plot(path: Path, comparison: Comparison) -> None:
-    matplotlib.use("Agg")
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
     for variant in comparison.variants:
         front = pareto_front(variant.mmacs, variant.val_acc)  # ordered by cost
         line = axis.step(variant.mmacs[front], variant.val_acc[front], where="post", label=variant.name)
@@ -232,4 +232,3 @@ def _plot(path: Path, comparison: Comparison) -> None:
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

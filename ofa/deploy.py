@@ -40,11 +40,10 @@ from ofa.query import (
     find_latency_estimator,
     measured_archs,
     query_run,
-    read_run_space,
     write_result,
 )
 from ofa.runfolder import RunFolder
-from ofa.runs import load_run
+from ofa.runs import load_run, run_space
 from ofa.search import MultiBudgetResult, SearchSettings, search_budgets
 from ofa.search_dnas import DnasSearch
 from ofa.space import Arch, SearchSpace, load_arch
@@ -419,7 +418,7 @@ def export_from_run(
     if (arch_file is None) == (budget is None):
         raise ValueError("export needs exactly one of an arch file (--arch) and a budget (--flops or --latency)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    space, num_classes = read_run_space(run_dir)
+    space, num_classes = run_space(run_dir)
     check_export_target(out_dir, force)
     arch, predicted = _arch_to_export(run_dir, space, num_classes, arch_file, budget, predictor_path, latency_path)
     run = load_run(run_dir)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -249,8 +250,6 @@ def _checked_state(model: StaticNet, space: SearchSpace, arch: Arch, num_classes
 
 def _export_onnx(model: StaticNet, path: Path, channels: int, resolution: int) -> float:
     """Write the ONNX graph and return its max abs difference to PyTorch on a random input."""
-    import onnxruntime  # imported here: only needed with onnx=True
-
     was_training = model.training
     device = next(model.parameters()).device
     model.eval()

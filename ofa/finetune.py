@@ -34,8 +34,8 @@ from ofa.checkpoint import atomic_save, load_checkpoint
 from ofa.data import calibration_images
 from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import check_export_target, is_export, read_export_info
-from ofa.query import query_run, read_run_space
-from ofa.runs import LoadedRun, load_run
+from ofa.query import query_run
+from ofa.runs import LoadedRun, load_run, run_space
 from ofa.space import Arch, load_arch
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
@@ -123,7 +123,7 @@ def resolve_finetune_source(
         named = run_dir if run_dir is not None else (info.get("metadata") or {}).get("run")
         if not named:
             raise ValueError(f"export {source} does not name its run: pass --run RUN")
-        space, _ = read_run_space(named)
+        space, _ = run_space(named)
         if info["space_definition"] != space.to_dict():
             raise ValueError(
                 f"export {source} is of space {info['space']!r} but run {named} trained space {space.name!r} "
@@ -132,7 +132,7 @@ def resolve_finetune_source(
         return Path(named), space.arch_from_dict(info["arch"]), source
     if (arch_file is None) == (budget is None):
         raise ValueError("fine-tuning a run needs exactly one of --arch FILE and --flops BUDGET")
-    space, _ = read_run_space(source)
+    space, _ = run_space(source)
     if arch_file is not None:
         return source, load_arch(arch_file, space), None
     return source, query_run(source, budget).arch, None

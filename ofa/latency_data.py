@@ -18,7 +18,7 @@ from ofa.archdata import spread_archs
 from ofa.atomic import atomic_write_text
 from ofa.flops import count_macs, count_params
 from ofa.latency import time_subnets
-from ofa.latency_timing import DeviceFingerprint, TimingSettings
+from ofa.latency_table import DeviceFingerprint, TimingSettings
 from ofa.space import SearchSpace, read_yaml_or_json
 from predictors.dataset import ArchRecord, append_arch_records, read_arch_csv
 

@@ -31,8 +31,7 @@ from ofa._genome import AdditiveTables, Genome
 from ofa.atomic import atomic_write_text
 from ofa.cost_axis import DEFAULT_LEARNED_PREDICTOR, ESTIMATORS
 from ofa.flops import count_macs_many
-from ofa.latency import LatencyTable, table_from_dict
-from ofa.latency_timing import DeviceFingerprint
+from ofa.latency_table import DeviceFingerprint, LatencyTable, table_from_dict
 from ofa.space import Arch, SearchSpace, read_yaml_or_json, space_fingerprint
 from predictors.metrics import kendall_tau
 from predictors.models import create_predictor, predictor_from_envelope

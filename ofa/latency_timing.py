@@ -1,5 +1,8 @@
 """Timing of layers and subnets on this machine: the device fingerprint, BN folding and a robust timer.
 
+The records (:class:`~ofa.latency_table.DeviceFingerprint`, :class:`~ofa.latency_table.Timing`, ...) live in
+:mod:`ofa.latency_table`, readable without torch; this module makes them.
+
 A latency is only meaningful for one device, runtime and setting, so every timing carries a
 :class:`DeviceFingerprint` (device and its model, backend and its version, torch version, threads, batch).
 Modules are timed as they would be deployed: inference mode, batch norm folded into the convolutions,
@@ -21,22 +24,20 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ofa.latency_table import DeviceFingerprint, Timing, TimingSettings
+
 __all__ = [
     "BACKENDS",
     "DEVICES",
-    "DeviceFingerprint",
     "Runner",
-    "Timing",
-    "TimingSettings",
     "device_fingerprint",
     "fold_batchnorm",
     "make_runner",
@@ -48,45 +49,6 @@ __all__ = [
 BACKENDS = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 _CONV_BN_PAIRS = (("conv", "bn"), ("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))
-
-
-@dataclass(frozen=True)
-class DeviceFingerprint:
-    """What a latency was measured on; timings with different fingerprints are never mixed."""
-
-    device: str
-    device_name: str
-    backend: str
-    backend_version: str
-    torch_version: str
-    threads: int
-    batch: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> DeviceFingerprint:
-        """The fingerprint stored in a file (``where`` names it in errors)."""
-        fields = {name: kind for name, kind in cls.__annotations__.items()}
-        if not isinstance(data, dict) or sorted(data) != sorted(fields):
-            raise ValueError(f"{where}: the device fingerprint must have exactly the keys {', '.join(fields)}")
-        for name in ("threads", "batch"):
-            if isinstance(data[name], bool) or not isinstance(data[name], int) or data[name] < 1:
-                raise ValueError(f"{where}: fingerprint {name} must be an integer >= 1, got {data[name]!r}")
-        for name in ("device", "device_name", "backend", "backend_version", "torch_version"):
-            if not isinstance(data[name], str):
-                raise ValueError(f"{where}: fingerprint {name} must be a string, got {data[name]!r}")
-        return cls(**data)
-
-    def describe(self) -> str:
-        """One line for tables and reports, e.g. ``cpu (Xeon ...), torch 2.14.1, 1 thread, batch 1``."""
-        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
-        runtime = f"torch {self.torch_version}"
-        if self.backend != "torch":
-            runtime = f"{self.backend} {self.backend_version} ({runtime})"
-        return f"{self.device} ({self.device_name}), {runtime}, {threads}, batch {self.batch}"
 
 
 def _cpu_name() -> str:
@@ -117,8 +79,6 @@ def device_fingerprint(
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda was asked for, but this machine has no usable GPU; use --device cpu")
     if backend == "onnxruntime":
-        import onnxruntime
-
         backend_version = onnxruntime.__version__
         if device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise ValueError("backend onnxruntime has no CUDA provider here; use --backend torch or --device cpu")
@@ -126,41 +86,6 @@ def device_fingerprint(
         backend_version = torch.__version__
     name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
     return DeviceFingerprint(device, name, backend, backend_version, torch.__version__, threads, batch)
-
-
-@dataclass(frozen=True)
-class TimingSettings:
-    """How modules are timed: ``passes`` rounds over all of them; in each, ``warmup`` calls of a module, then
-    ``repeats`` samples of at least ``min_sample_ms`` each (back-to-back calls averaged)."""
-
-    warmup: int = 3
-    repeats: int = 3
-    passes: int = 8
-    min_sample_ms: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("warmup", "repeats", "passes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"timing {name} must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.min_sample_ms, (int, float)) and math.isfinite(self.min_sample_ms)):
-            raise ValueError(f"timing min_sample_ms must be a finite number, got {self.min_sample_ms!r}")
-        if self.min_sample_ms < 0:
-            raise ValueError(f"timing min_sample_ms must be >= 0, got {self.min_sample_ms!r}")
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Milliseconds per call of one module over all its samples: the fastest sample (the latency used for
-    budgets: contention from other processes only ever adds time), the median and the interquartile range."""
-
-    best_ms: float
-    median_ms: float
-    spread_ms: float
-
-    def to_list(self) -> list[float]:
-        """``[best_ms, median_ms, spread_ms]`` (the form table files store)."""
-        return [self.best_ms, self.median_ms, self.spread_ms]
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -222,8 +147,6 @@ def make_runner(
 
 
 def _onnxruntime_runner(model: nn.Module, example: torch.Tensor, fingerprint: DeviceFingerprint) -> Runner:
-    import onnxruntime
-
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)  # the TorchScript exporter's notice

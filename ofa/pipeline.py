@@ -41,9 +41,10 @@ from ofa.evaluate import evaluate_model
 from ofa.export import is_export, load_subnet, preprocess, read_export_info
 from ofa.finetune import FinetuneSettings, finetune_subnet
 from ofa.flops import count_macs_many
-from ofa.latency import build_latency_table, load_latency_table
+from ofa.latency import build_latency_table
 from ofa.latency_data import measure_to_csv
 from ofa.latency_models import fit_estimator, latency_metrics
+from ofa.latency_table import load_latency_table
 from ofa.latency_timing import device_fingerprint
 from ofa.query import ChosenSubnet, save_run_predictor
 from ofa.report import write_report

@@ -8,7 +8,6 @@ weights. Searching with real evaluation and exporting are in :mod:`ofa.deploy`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ import numpy as np
 from ofa.atomic import atomic_write_text, file_sha256
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
+from ofa.latency_models import LatencyEstimator, load_estimator
 from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, read_source_record, source_record_path
 from ofa.search import SearchSettings, evolutionary_search
 from ofa.space import Arch, SearchSpace
@@ -29,11 +29,11 @@ from predictors.dataset import read_arch_csv
 from predictors.models import create_predictor, load_predictor
 
 if TYPE_CHECKING:
-    from ofa.latency_models import LatencyEstimator
     from predictors.models import Predictor
 
 __all__ = [
     "ChosenSubnet",
+    "MissingSpaceFileError",
     "find_latency_estimator",
     "find_predictor",
     "measured_archs",
@@ -41,6 +41,7 @@ __all__ = [
     "read_run_space",
     "save_run_predictor",
     "write_result",
+    "write_run_space",
 ]
 
 
@@ -82,14 +83,25 @@ class ChosenSubnet:
         return data
 
 
-def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
-    """The space and class count of a run.
+class MissingSpaceFileError(ValueError):
+    """A run with a checkpoint but no ``space.json`` (deleted): :func:`ofa.runs.run_space` writes it back."""
 
-    Read from ``RUN/space.json`` (written when training starts); a run without it (trained by an older
-    version) has them read from its checkpoint once, and ``space.json`` is written for the next call.
+    def __init__(self, run_dir: Path, path: Path) -> None:
+        super().__init__(
+            f"{path} is missing; any `ofa` command on the run, or ofa.runs.run_space({str(run_dir)!r}), writes it "
+            "back from the checkpoint"
+        )
+        self.run_dir = run_dir
+
+
+def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
+    """The space and class count of a run, read from ``RUN/space.json`` (written when training starts).
 
     Raises:
-        ValueError: a missing folder, or one that holds neither ``space.json`` nor a checkpoint.
+        MissingSpaceFileError: the run has a checkpoint but no ``space.json`` (:func:`ofa.runs.run_space` and the
+            CLI write it back; they load torch, which this module does not).
+        ValueError: a missing folder, one that holds neither ``space.json`` nor a checkpoint, or a malformed
+            ``space.json``.
     """
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
@@ -101,19 +113,19 @@ def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
             data = json.loads(path.read_text())
             return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path} is malformed ({type(error).__name__}: {error}); delete it to reread it") from None
-    checkpoints = [folder.checkpoint(name) for name in CHECKPOINT_NAMES]
-    existing = [checkpoint for checkpoint in checkpoints if checkpoint.is_file()]
-    if not existing:
+            raise ValueError(
+                f"{path} is malformed ({type(error).__name__}: {error}); delete it, and any `ofa` command on the "
+                "run writes it back from the checkpoint"
+            ) from None
+    if not any(folder.checkpoint(name).is_file() for name in CHECKPOINT_NAMES):
         raise ValueError(f"{run_dir} is not a training run (no {path.name} and no checkpoint): train it first")
-    from ofa.checkpoint import load_checkpoint  # torch: only for runs without space.json
+    raise MissingSpaceFileError(run_dir, path)
 
-    state = load_checkpoint(existing[0])
-    space = SearchSpace.from_dict(state["space"], source=f"checkpoint {existing[0]}")
-    num_classes = int(state["num_classes"])
-    with contextlib.suppress(OSError):  # a read-only run directory still answers, only slower
-        write_result(path, json.dumps({"space": state["space"], "num_classes": num_classes}, indent=1) + "\n")
-    return space, num_classes
+
+def write_run_space(run_dir: str | Path, space: SearchSpace, num_classes: int) -> None:
+    """Write ``RUN/space.json`` (the space and class count, read by :func:`read_run_space`) atomically."""
+    text = json.dumps({"space": space.to_dict(), "num_classes": num_classes}, indent=1) + "\n"
+    write_result(RunFolder(Path(run_dir)).space, text)
 
 
 def write_result(path: Path, text: str) -> None:
@@ -210,8 +222,6 @@ def find_latency_estimator(run_dir: str | Path, space: SearchSpace, path: str | 
     Raises:
         ValueError: no estimator, or one of another space.
     """
-    from ofa.latency_models import load_estimator  # torch: only for latency budgets
-
     own = RunFolder(Path(run_dir)).latency_estimator
     if path is None and not own.is_file():
         raise ValueError(

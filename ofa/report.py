@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from ofa.runfolder import RunFolder
 from ofa.train_config import TrainConfig
 
@@ -75,19 +78,17 @@ def _markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _figure(width: float, height: float) -> Figure:
+    """A figure drawn with the Agg canvas (no pyplot: no global figure registry, no backend switch)."""
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def plot_predictor(path: Path, measured: Sequence[float], predicted: Sequence[float], kendall_tau: float) -> None:
     """Predicted vs measured val accuracy of the held-out archs, with the Kendall tau in the title."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(4.8, 4.5))
+    figure = _figure(4.8, 4.5)
+    axis = figure.subplots()
     axis.scatter(measured, predicted, s=12, color="tab:blue")
     low = min(min(measured), min(predicted))
     high = max(max(measured), max(predicted))
@@ -98,7 +99,6 @@ def plot_predictor(path: Path, measured: Sequence[float], predicted: Sequence[fl
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def _read_metrics(path: Path) -> list[dict[str, str]]:
@@ -114,8 +114,8 @@ def plot_training(path: Path, metrics_csv: Path) -> None:
     def column(name: str) -> list[float]:
         return [float(row[name]) if row[name] else float("nan") for row in rows]
 
-    plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    figure = _figure(9, 3.6)
+    left, right = figure.subplots(1, 2)
     for name, label in (("loss_max", "max (CE)"), ("loss_sampled", "sampled (KD)"), ("loss_min", "min (KD)")):
         left.plot(epochs, column(name), label=label)
     left.set_xlabel("epoch")
@@ -133,7 +133,6 @@ def plot_training(path: Path, metrics_csv: Path) -> None:
         axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def _finetuned_note(rows: Sequence[dict[str, Any]]) -> str:

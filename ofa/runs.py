@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from ofa.config import config_from_dict
 from ofa.data import DataBundle, calibration_images
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.export import export_subnet
-from ofa.runfolder import RunFolder
+from ofa.query import MissingSpaceFileError, read_run_space, write_run_space
+from ofa.runfolder import CHECKPOINT_NAMES, RunFolder
 from ofa.space import Arch, SearchSpace
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
@@ -27,7 +29,7 @@ from ofa.trainer import build_data
 if TYPE_CHECKING:
     from predictors.dataset import ArchRecord
 
-__all__ = ["LoadedRun", "load_run"]
+__all__ = ["LoadedRun", "load_run", "run_space"]
 
 
 @dataclass
@@ -116,6 +118,25 @@ class LoadedRun:
             raise ValueError(f"split must be val or test, got {split!r}")
         loader = self.val_loader if split == "val" else self.test_loader
         return evaluate_arch(self.supernet, arch, self.calibration_images, loader)
+
+
+def run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
+    """The space and class count of a run (:func:`ofa.query.read_run_space`); a deleted ``space.json`` is
+    first written back from the run's checkpoint (a read-only run folder still answers)."""
+    try:
+        return read_run_space(run_dir)
+    except MissingSpaceFileError:
+        pass
+    folder = RunFolder(Path(run_dir))
+    path = next(folder.checkpoint(name) for name in CHECKPOINT_NAMES if folder.checkpoint(name).is_file())
+    state = load_checkpoint(path)
+    if "space" not in state or "num_classes" not in state:
+        raise ValueError(f"checkpoint {path} lacks its space or class count: it was not written by `ofa train`")
+    space = SearchSpace.from_dict(state["space"], source=f"checkpoint {path}")
+    num_classes = int(state["num_classes"])
+    with contextlib.suppress(OSError):
+        write_run_space(run_dir, space, num_classes)
+    return space, num_classes
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ofa.channel_sort import sort_channels
@@ -35,6 +36,7 @@ from ofa.distributed import DistributedContext, init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
 from ofa.progressive import Schedule, build_schedule
+from ofa.query import write_run_space
 from ofa.runfolder import RUN_FORMAT, RunFolder
 from ofa.runlock import run_lock
 from ofa.sampling import (
@@ -293,7 +295,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool | None) -> TrainRes
     training = _prepare(config, resume)
     context, folder = training.context, training.folder
     show = context.is_main and (sys.stderr.isatty() if progress is None else progress)
-    writer = _tensorboard(folder) if context.is_main else None
+    writer = SummaryWriter(str(folder.tensorboard)) if context.is_main else None
     trained: list[list[Arch]] = []
     resumed = training.resumed_metrics or {}  # nothing left to train after a resume: its last figures
     final = (resumed.get("val_acc_max", 0.0), resumed.get("val_acc_min", 0.0))
@@ -465,7 +467,7 @@ def write_run_description(folder: RunFolder, config: TrainConfig, space: SearchS
     """``config.yaml`` (the resolved config) and ``space.json`` (space and class count) of a run folder."""
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    folder.space.write_text(json.dumps({"space": space.to_dict(), "num_classes": classes}, indent=1))
+    write_run_space(folder.root, space, classes)
 
 
 def _write_run_header(folder: RunFolder, config: TrainConfig, space: SearchSpace, classes: int, done: int) -> None:
@@ -678,15 +680,9 @@ def _static_predictor_scorer(config: TrainConfig, space: SearchSpace) -> Callabl
     return predictor.predict
 
 
-def _tensorboard(folder: RunFolder):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a declared dependency; a broken install only loses the events
-        return None
-    return SummaryWriter(str(folder.tensorboard))
-
-
-def _log_epoch(folder: RunFolder, row: dict, epoch_archs: list[list[Arch]], epoch: int, writer, show: bool) -> None:
+def _log_epoch(
+    folder: RunFolder, row: dict, epoch_archs: list[list[Arch]], epoch: int, writer: SummaryWriter | None, show: bool
+) -> None:
     _write_metrics(folder.metrics, row)
     with folder.trained_archs.open("a") as handle:
         for step, archs in enumerate(epoch_archs):

@@ -32,9 +32,9 @@ from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import load_subnet, read_export_info
 from ofa.flops import count_macs, count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.query import ChosenSubnet, find_predictor, query_run, read_run_space
+from ofa.query import ChosenSubnet, MissingSpaceFileError, find_predictor, query_run, read_run_space
 from ofa.runfolder import RunFolder, source_record_path
-from ofa.runs import LoadedRun, load_run
+from ofa.runs import LoadedRun, load_run, run_space
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import Arch, SearchSpace, load_space
 from ofa.train_config import load_train_config
@@ -463,11 +463,24 @@ def test_predictor_is_fitted_once_and_refitted_when_arch_data_changes(run_copy: 
     assert final.stat().st_mtime_ns > written and source_record_path(run_copy / "predictor" / "final.json").is_file()
 
 
-def test_space_is_read_from_the_checkpoint_when_space_json_is_missing(run_copy: Path) -> None:
+def test_a_deleted_space_json_is_written_back_from_the_checkpoint(
+    run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     expected = read_run_space(run_copy)
-    (run_copy / "space.json").unlink()
-    assert read_run_space(run_copy) == expected
-    assert (run_copy / "space.json").is_file()  # written back for the next query
+    space_file = run_copy / "space.json"
+    space_file.unlink()
+    # the light reader (no torch) names the file and the way back ...
+    with pytest.raises(MissingSpaceFileError, match=r"space\.json is missing.*ofa\.runs\.run_space"):
+        read_run_space(run_copy)
+    # ... the heavy side writes it back from the checkpoint
+    assert run_space(run_copy) == expected
+    assert space_file.is_file() and read_run_space(run_copy) == expected
+    # and so does the CLI, even for a query (which loads torch only then)
+    space_file.unlink()
+    code, out, err = cli(["query", run_copy, "--flops", "2M"], capsys)
+    assert code == 0, err
+    assert expected[0].arch_from_dict(json.loads(out.splitlines()[-1]))  # the answer's arch, printed last
+    assert space_file.is_file() and read_run_space(run_copy) == expected
 
 
 def test_run_reopens_the_final_weights_unless_best_is_asked(run_copy: Path) -> None:

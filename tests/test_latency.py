@@ -15,23 +15,18 @@ from ofa._genome import Genome
 from ofa.budget import parse_latency
 from ofa.cli import main
 from ofa.flops import count_macs_many
-from ofa.latency import (
+from ofa.latency import build_latency_table, time_subnets
+from ofa.latency_models import fit_estimator, latency_metrics, load_estimator
+from ofa.latency_table import (
+    DeviceFingerprint,
     LatencyTable,
-    build_latency_table,
+    Timing,
+    TimingSettings,
     distinct_layers,
     layer_key,
     load_latency_table,
-    time_subnets,
 )
-from ofa.latency_models import fit_estimator, latency_metrics, load_estimator
-from ofa.latency_timing import (
-    DeviceFingerprint,
-    Timing,
-    TimingSettings,
-    device_fingerprint,
-    fold_batchnorm,
-    make_runner,
-)
+from ofa.latency_timing import device_fingerprint, fold_batchnorm, make_runner
 from ofa.layout import BlockLayout, HeadLayout, StemLayout, network_layout
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import SearchSpace, load_space

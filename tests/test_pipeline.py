@@ -17,7 +17,8 @@ from ofa.evaluate import evaluate_model
 from ofa.export import preprocess, read_export_info
 from ofa.latency import build_latency_table
 from ofa.latency_models import load_estimator
-from ofa.latency_timing import TimingSettings, device_fingerprint
+from ofa.latency_table import TimingSettings
+from ofa.latency_timing import device_fingerprint
 from ofa.pareto import hypervolume, pareto_front
 from ofa.pipeline import PipelineSettings, default_budgets, run_pipeline
 from ofa.report import format_rows
