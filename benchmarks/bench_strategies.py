@@ -88,13 +88,13 @@ def _predictor(run: object, out: Path) -> object:
 
 def _one(run: object, predictor: object, budgets: Sequence[float], strategy: str, cap: int | None, seed: int, measured):
     """One search of every budget and its measured finalists: (hypervolume inputs, best val per budget, s)."""
-    from ofa.deploy import capped_settings, dnas_search_for_run
+    from ofa.deploy import capped_settings, strategy_for_run
     from ofa.search import SearchSettings, search_budgets
 
     settings, per_budget = capped_settings(SearchSettings(population=POPULATION, seed=seed), strategy, cap)
-    dnas = dnas_search_for_run(run) if strategy == "dnas" else None
+    chosen = strategy_for_run(run, strategy)
     started = time.perf_counter()
-    result = search_budgets(run.space, predictor, budgets, settings, run.num_classes, strategy, per_budget, None, dnas)
+    result = search_budgets(run.space, predictor, budgets, settings, run.num_classes, chosen, per_budget)
     seconds = time.perf_counter() - started
     costs, values, best = [], [], []
     for search in result.results:

@@ -44,8 +44,9 @@ from ofa.query import (
 )
 from ofa.runfolder import RunFolder
 from ofa.runs import load_run, run_space
-from ofa.search import MultiBudgetResult, SearchSettings, search_budgets
+from ofa.search import BudgetStrategy, MultiBudgetResult, SearchSettings, search_budgets
 from ofa.search_dnas import DnasSearch
+from ofa.search_rl import Reinforce
 from ofa.space import Arch, SearchSpace, load_arch
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ __all__ = [
     "export_from_run",
     "pareto_figure",
     "search_run",
+    "strategy_for_run",
 ]
 
 PARETO_COLUMNS = ("budget_mmacs", "arch", "mmacs", "params", "predicted_acc", "val_acc", "test_acc")
@@ -150,8 +152,7 @@ def search_run(
         raise ValueError(f"finalists must be an integer >= 1, got {finalists!r}")
     settings, per_budget = capped_settings(SearchSettings() if settings is None else settings, strategy, max_queries)
     axis = mac_axis(run.space, run.num_classes) if latency is None else latency_axis(latency)
-    dnas = dnas_search_for_run(run) if strategy == "dnas" else None
-    arguments = (settings, run.num_classes, strategy, per_budget, latency, dnas)
+    arguments = (settings, run.num_classes, strategy_for_run(run, strategy), per_budget, latency)
     result = search_budgets(run.space, predictor, budgets, *arguments)
     measured = measured_archs(run.run_dir, run.space, source := dict(run.measurement_source))  # hashes the weights
     chosen, made = _choose_measured(run, result, predictor, finalists, progress, axis, dict(measured))
@@ -195,6 +196,16 @@ def _write_search(
 
 
 DNAS_BATCH = 64  # images per differentiable-search step
+
+
+def strategy_for_run(run: MeasurableRun, name: str) -> str | BudgetStrategy:
+    """The search strategy ``name`` for a run: ``rl`` and ``dnas`` as their objects (dnas searches the run's
+    supernet on its val batches); the others as names (an unknown one is refused by ``search_budgets``)."""
+    if name == "rl":
+        return Reinforce()
+    if name == "dnas":
+        return dnas_search_for_run(run)
+    return name
 
 
 def dnas_search_for_run(run: MeasurableRun) -> DnasSearch:

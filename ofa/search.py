@@ -43,15 +43,18 @@ from ofa.space import Arch, SearchSpace
 
 if TYPE_CHECKING:
     from ofa.latency_models import LatencyEstimator
-    from ofa.search_dnas import DnasSearch
 
 __all__ = [
     "BUDGET_FORMS",
+    "BudgetStrategy",
     "EncodedObjective",
     "MultiBudgetResult",
     "Objective",
+    "Scorer",
+    "SearchCost",
     "SearchResult",
     "SearchSettings",
+    "checked_result",
     "combined_front",
     "evolutionary_search",
     "hypervolume",
@@ -59,8 +62,10 @@ __all__ = [
     "parse_budget",
     "parse_budgets",
     "random_search",
+    "result_of_keys",
     "search_budgets",
     "smallest_mmacs",
+    "strategy_name",
 ]
 
 
@@ -85,7 +90,8 @@ Objective = Callable[[Sequence[Arch]], np.ndarray] | EncodedObjective
 """Scores a batch of archs (higher is better): a callable, or a fitted accuracy predictor (scored from the
 search's arrays when it is of the searched space and class count)."""
 
-STRATEGIES = ("evolution", "random", "rl", "dnas")
+BUILT_IN_STRATEGIES = ("evolution", "random")
+STRATEGIES = (*BUILT_IN_STRATEGIES, "rl", "dnas")  # rl: ofa.search_rl.Reinforce, dnas: ofa.search_dnas.DnasSearch
 PARENT_SELECTIONS = ("top", "front")
 RANDOM_DRAWS_PER_EVALUATION = 100
 
@@ -284,7 +290,7 @@ def combined_front(results: Sequence[SearchResult]) -> tuple[tuple[Arch, ...], n
 
 
 @dataclass(frozen=True)
-class _Cost:
+class SearchCost:
     """What budgets limit: ``of_rows`` (genome rows, vectorised) and ``of_archs`` (an independent per-arch
     count that checks the reported archs) in ``unit``, exactly equal for MACs and to 1e-9 for latency."""
 
@@ -294,23 +300,25 @@ class _Cost:
     exact: bool
 
 
-def _cost(genome: Genome, latency: LatencyEstimator | None) -> _Cost:
+def _cost(genome: Genome, latency: LatencyEstimator | None) -> SearchCost:
     if latency is None:
         space, num_classes = genome.space, genome.num_classes
-        return _Cost(
+        return SearchCost(
             "mmacs", genome.mmacs, lambda archs: count_macs_many(space, archs, num_classes) / MACS_PER_MMAC, True
         )
-    return _Cost("latency_ms", latency.row_cost(genome), latency.predict, False)
+    return SearchCost("latency_ms", latency.row_cost(genome), latency.predict, False)
 
 
-class _Scorer:
-    """Archs, objective values and costs per genome row, computed in batches and cached."""
+class Scorer:
+    """Archs, objective values and costs per genome row, computed in batches and cached: what every strategy
+    of one :func:`search_budgets` call shares (``genome``, ``cost``, ``latency``, ``score``)."""
 
     def __init__(
         self, space: SearchSpace, objective: Objective, num_classes: int, latency: LatencyEstimator | None = None
     ) -> None:
         self.genome = genome_of(space, num_classes)
         self.cost = _cost(self.genome, latency)
+        self.latency = latency
         self.encoded: Callable[[np.ndarray], np.ndarray] | None = None
         if isinstance(objective, EncodedObjective):
             if objective.space == space and objective.num_classes == num_classes:
@@ -422,9 +430,15 @@ def _other_parents(count: int, parents: int, rng: np.random.Generator) -> tuple[
     return first, (first + rng.integers(1, parents, count)) % parents
 
 
-def _result(
-    strategy: str, scorer: _Scorer, budget: float, keys: list[bytes], history: list[float], start: float, seed: int
+def result_of_keys(
+    strategy: str, scorer: Scorer, budget: float, keys: list[bytes], history: list[float], start: float, seed: int
 ) -> SearchResult:
+    """The result of the archs a strategy scored (``keys``, all within the budget) and its best score after
+    each step (``history``), timed from ``start`` (``time.perf_counter``).
+
+    Raises:
+        ValueError: no key (the strategy found no subnet within the budget).
+    """
     if not keys:
         raise ValueError(
             f"{strategy} search found no subnet within the budget of {budget:.6g} {scorer.cost.unit}; raise the budget"
@@ -432,12 +446,12 @@ def _result(
     archs = [scorer.archs[key] for key in keys]
     costs = np.array([scorer.costs[key] for key in keys], dtype=np.float64)
     scores = np.array([scorer.scores[key] for key in keys], dtype=np.float64)
-    return _checked_result(strategy, scorer.cost, budget, archs, costs, scores, tuple(history), start, seed)
+    return checked_result(strategy, scorer.cost, budget, archs, costs, scores, tuple(history), start, seed)
 
 
-def _checked_result(
+def checked_result(
     strategy: str,
-    cost: _Cost,
+    cost: SearchCost,
     budget: float,
     archs: list[Arch],
     costs: np.ndarray,
@@ -474,7 +488,7 @@ def _checked_result(
     )
 
 
-def _evolve(scorer: _Scorer, budget: float, settings: SearchSettings) -> SearchResult:
+def _evolve(scorer: Scorer, budget: float, settings: SearchSettings) -> SearchResult:
     start = time.perf_counter()
     genome, rng = scorer.genome, np.random.default_rng(settings.seed)
     mutation_prob, resolution_prob = settings.mutation_prob, settings.resolution_mutation_prob
@@ -488,7 +502,7 @@ def _evolve(scorer: _Scorer, budget: float, settings: SearchSettings) -> SearchR
     evaluated = list(keys)
     scores = scorer.score(keys, rows, costs)
     if not keys:
-        return _result("evolution", scorer, budget, keys, [], start, settings.seed)  # refuses: nothing found
+        return result_of_keys("evolution", scorer, budget, keys, [], start, settings.seed)  # refuses: nothing found
     history = [float(scores.max())]
     for _ in range(settings.generations):
         chosen = _select_parents(scores, costs, settings.num_parents, settings.parent_selection)
@@ -519,10 +533,10 @@ def _evolve(scorer: _Scorer, budget: float, settings: SearchSettings) -> SearchR
         scores = np.concatenate([scores[chosen], scorer.score(child_keys, child_rows, child_costs)])
         costs = np.concatenate([costs[chosen], child_costs])
         history.append(max(history[-1], float(scores.max())))
-    return _result("evolution", scorer, budget, evaluated, history, start, settings.seed)
+    return result_of_keys("evolution", scorer, budget, evaluated, history, start, settings.seed)
 
 
-def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max_draws: int) -> SearchResult:
+def _random(scorer: Scorer, budget: float, num_evaluations: int, seed: int, max_draws: int) -> SearchResult:
     """Rejection sampling within the budget, at most ``max_draws`` draws; shrunk draws fill what is left."""
     start = time.perf_counter()
     genome, rng = scorer.genome, np.random.default_rng(seed)
@@ -555,42 +569,7 @@ def _random(scorer: _Scorer, budget: float, num_evaluations: int, seed: int, max
     scores = scorer.score(keys, rows, scorer.cost.of_rows(rows))
     running = np.maximum.accumulate(scores)
     marks = [*range(99, len(scores) - 1, 100), len(scores) - 1]
-    return _result("random", scorer, budget, keys, running[marks].tolist(), start, seed)
-
-
-def _reinforce(scorer: _Scorer, budget: float, num_evaluations: int, seed: int) -> SearchResult:
-    """An RL controller's search (see :mod:`ofa.search_rl`); a draw shrunk into the budget when it found none."""
-    from ofa.search_rl import reinforce_rows  # torch: loaded for this strategy only (queries stay torch-free)
-
-    start = time.perf_counter()
-    cost = scorer.cost.of_rows
-    keys, history = reinforce_rows(scorer.genome, scorer.score, budget, num_evaluations, seed, cost)
-    if not keys:
-        rows = scorer.genome.shrink(scorer.genome.sample(1, np.random.default_rng(seed)), budget, cost=cost)
-        rows = rows[cost(rows) <= budget + TOLERANCE]
-        keys = scorer.genome.keys(rows)
-        history = scorer.score(keys, rows, cost(rows)).tolist()
-    return _result("rl", scorer, budget, keys, history, start, seed)
-
-
-def _dnas(
-    scorer: _Scorer, budget: float, search: DnasSearch, seed: int, latency: LatencyEstimator | None
-) -> SearchResult:
-    """Differentiable search over the supernet (see :mod:`ofa.search_dnas`): candidates ranked by their
-    log-probability under the final architecture logits (the scores), each shrunk into the budget; the
-    predictor is not queried."""
-    from ofa.search_dnas import AdditiveCost, mac_cost, relaxed_search
-
-    start = time.perf_counter()
-    genome, cost = scorer.genome, scorer.cost.of_rows
-    form = mac_cost(genome) if latency is None else AdditiveCost(*latency.additive_form(genome))
-    outcome = relaxed_search(genome, search, budget, seed, form)
-    rows = genome.shrink(outcome.rows, budget, cost=cost)
-    first = np.sort(np.unique(rows, axis=0, return_index=True)[1])  # rows shrunk alike: the most probable one
-    rows, scores = rows[first], outcome.log_probs[first]
-    history, memory = tuple(outcome.expected_costs), outcome.activation_mib
-    archs = genome.decode(rows)
-    return _checked_result("dnas", scorer.cost, budget, archs, cost(rows), scores, history, start, seed, memory)
+    return result_of_keys("random", scorer, budget, keys, running[marks].tolist(), start, seed)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -655,7 +634,7 @@ def evolutionary_search(
     """
     settings = _settings(settings)
     (budget,) = _checked_inputs(space, objective, [budget_mmacs], num_classes, latency)
-    return _evolve(_Scorer(space, objective, num_classes, latency), budget, settings)
+    return _evolve(Scorer(space, objective, num_classes, latency), budget, settings)
 
 
 def random_search(
@@ -679,32 +658,57 @@ def random_search(
     max_draws = RANDOM_DRAWS_PER_EVALUATION * num_evaluations if max_draws is None else max_draws
     _check_int("max_draws", max_draws, 1, 10**12)
     (budget,) = _checked_inputs(space, objective, [budget_mmacs], num_classes)
-    return _random(_Scorer(space, objective, num_classes), budget, num_evaluations, seed, max_draws)
+    return _random(Scorer(space, objective, num_classes), budget, num_evaluations, seed, max_draws)
+
+
+@runtime_checkable
+class BudgetStrategy(Protocol):
+    """A search strategy besides the built-in ones, run once per budget on the scorer all budgets share:
+    :class:`ofa.search_rl.Reinforce` (``rl``) and :class:`ofa.search_dnas.DnasSearch` (``dnas``), which need
+    torch (this module does not)."""
+
+    name: str
+    counts_evaluations: bool  # whether it scores ``evaluations`` distinct archs per budget (rl) or not (dnas)
+
+    def check(self, latency: LatencyEstimator | None) -> None:
+        """Refuse (``ValueError``) a cost it cannot search under, before any budget is searched."""
+        ...
+
+    def search(self, scorer: Scorer, budget: float, evaluations: int, seed: int) -> SearchResult:
+        """The archs it found within ``budget`` (:func:`result_of_keys` or :func:`checked_result`)."""
+        ...
 
 
 def _checked_strategy(
-    strategy: str,
+    strategy: str | BudgetStrategy,
     settings: SearchSettings,
     evaluations_per_budget: int | None,
     latency: LatencyEstimator | None,
-    dnas: DnasSearch | None,
 ) -> int:
     """The distinct archs per budget of random and rl, after checking the strategy's own inputs."""
-    if strategy not in STRATEGIES:
+    if isinstance(strategy, BudgetStrategy):
+        strategy.check(latency)
+        counted = strategy.counts_evaluations
+    elif strategy in STRATEGIES and strategy not in BUILT_IN_STRATEGIES:
+        owner = "ofa.search_rl.Reinforce()" if strategy == "rl" else "ofa.search_dnas.DnasSearch(supernet, batches)"
+        raise ValueError(f"strategy {strategy!r} runs in torch: pass strategy={owner} (ofa search takes the name)")
+    elif strategy not in BUILT_IN_STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if (strategy == "dnas") != (dnas is not None):
-        raise ValueError("strategy 'dnas' needs the supernet and batches (dnas=DnasSearch(...)); no other takes them")
-    if strategy == "dnas" and latency is not None and latency.kind == "learned":
+    else:
+        counted = strategy == "random"
+    if not counted and evaluations_per_budget is not None:
         raise ValueError(
-            "strategy 'dnas' needs a differentiable cost: the learned latency estimator is not; fit a table or macs "
-            "estimator (ofa latency fit --estimator table) or use evolution"
+            f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy_name(strategy)!r}"
         )
-    if strategy in ("evolution", "dnas") and evaluations_per_budget is not None:
-        raise ValueError(f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy!r}")
     if evaluations_per_budget is None:
         evaluations_per_budget = settings.population * (settings.generations + 1)
     _check_int("evaluations_per_budget", evaluations_per_budget, 1, 10**9)
     return evaluations_per_budget
+
+
+def strategy_name(strategy: str | BudgetStrategy) -> str:
+    """``evolution``, ``random``, ``rl`` or ``dnas``."""
+    return strategy if isinstance(strategy, str) else strategy.name
 
 
 def search_budgets(
@@ -713,10 +717,9 @@ def search_budgets(
     budgets: Sequence[float | str],
     settings: SearchSettings | None = None,
     num_classes: int = DEFAULT_NUM_CLASSES,
-    strategy: str = "evolution",
+    strategy: str | BudgetStrategy = "evolution",
     evaluations_per_budget: int | None = None,
     latency: LatencyEstimator | None = None,
-    dnas: DnasSearch | None = None,
 ) -> MultiBudgetResult:
     """One search per budget (objective values shared between them) and the front over the whole range.
 
@@ -728,30 +731,28 @@ def search_budgets(
         budgets: MMACs (or strings such as ``"5M"``).
         settings: evolution settings; random search uses only ``seed``.
         num_classes: classifier outputs counted in the MACs.
-        strategy: ``evolution``, ``random``, ``rl`` (an LSTM controller, :mod:`ofa.search_rl`) or ``dnas``
-            (differentiable search over the supernet, :mod:`ofa.search_dnas`).
+        strategy: ``evolution``, ``random``, or a :class:`BudgetStrategy` object: ``ofa.search_rl.Reinforce()``
+            (an LSTM controller, ``rl``) or ``ofa.search_dnas.DnasSearch(supernet, batches)`` (differentiable
+            search over the supernet, ``dnas``; its scores are log-probabilities under the final architecture
+            logits, and the objective is not queried).
         evaluations_per_budget: random and rl only: distinct archs scored per budget (default population x
             (generations + 1), the most evolution can evaluate).
         latency: a latency estimator: budgets are then latencies in ms (``"5ms"``) of its estimate.
-        dnas: the supernet, batches and settings of strategy ``dnas`` (:mod:`ofa.search_dnas`); its scores
-            are log-probabilities under the final architecture logits, and the objective is not queried.
     """
     settings = _settings(settings)
-    evaluations_per_budget = _checked_strategy(strategy, settings, evaluations_per_budget, latency, dnas)
+    evaluations_per_budget = _checked_strategy(strategy, settings, evaluations_per_budget, latency)
     if isinstance(budgets, str) or not budgets:
         raise ValueError(f"budgets: expected a non-empty list of budgets, each {BUDGET_FORMS}; got {budgets!r}")
     start = time.perf_counter()
     checked = _checked_inputs(space, objective, budgets, num_classes, latency)
-    scorer = _Scorer(space, objective, num_classes, latency)
+    scorer = Scorer(space, objective, num_classes, latency)
     results = []
     for index, budget in enumerate(checked):
         seed = settings.seed + index
         if strategy == "evolution":
             results.append(_evolve(scorer, budget, dataclasses.replace(settings, seed=seed)))
-        elif strategy == "rl":
-            results.append(_reinforce(scorer, budget, evaluations_per_budget, seed))
-        elif strategy == "dnas":
-            results.append(_dnas(scorer, budget, dnas, seed, latency))
+        elif isinstance(strategy, BudgetStrategy):
+            results.append(strategy.search(scorer, budget, evaluations_per_budget, seed))
         else:
             draws = RANDOM_DRAWS_PER_EVALUATION * evaluations_per_budget
             results.append(_random(scorer, budget, evaluations_per_budget, seed, draws))

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -36,9 +37,13 @@ import torch.nn.functional as F
 from ofa._genome import MACS_PER_MMAC, AdditiveTables, Genome
 from ofa.bn import resize_to
 from ofa.config import check_int
+from ofa.search import Scorer, SearchResult, checked_result
 from ofa.space import Arch
 from ofa.supernet import Supernet
 from ofa.train import frozen_bn_statistics
+
+if TYPE_CHECKING:
+    from ofa.latency_models import LatencyEstimator
 
 BUDGET_SLACK = 0.05  # the cost coefficient grows while E[MACs] misses the budget by more than 5 %, else shrinks
 
@@ -73,6 +78,32 @@ class DnasSearch:
     supernet: Supernet
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
     settings: DnasSettings = DnasSettings()
+
+    name: ClassVar[str] = "dnas"
+    counts_evaluations: ClassVar[bool] = False
+
+    def check(self, latency: LatencyEstimator | None) -> None:
+        """Refuse a cost without a differentiable expectation (the learned latency estimator)."""
+        if latency is not None and latency.kind == "learned":
+            raise ValueError(
+                "strategy 'dnas' needs a differentiable cost: the learned latency estimator is not; fit a table or "
+                "macs estimator (ofa latency fit --estimator table) or use evolution"
+            )
+
+    def search(self, scorer: Scorer, budget: float, evaluations: int, seed: int) -> SearchResult:
+        """Strategy ``dnas`` of :func:`ofa.search.search_budgets` (``evaluations`` unused): the candidates ranked
+        by their log-probability under the final architecture logits (the scores), each shrunk into the budget;
+        the objective is not queried."""
+        start = time.perf_counter()
+        genome, cost, latency = scorer.genome, scorer.cost.of_rows, scorer.latency
+        form = mac_cost(genome) if latency is None else AdditiveCost(*latency.additive_form(genome))
+        outcome = relaxed_search(genome, self, budget, seed, form)
+        rows = genome.shrink(outcome.rows, budget, cost=cost)
+        first = np.sort(np.unique(rows, axis=0, return_index=True)[1])  # rows shrunk alike: the most probable one
+        rows, scores = rows[first], outcome.log_probs[first]
+        history, memory = tuple(outcome.expected_costs), outcome.activation_mib
+        archs = genome.decode(rows)
+        return checked_result(self.name, scorer.cost, budget, archs, cost(rows), scores, history, start, seed, memory)
 
 
 @dataclass(frozen=True)

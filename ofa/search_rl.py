@@ -15,7 +15,10 @@ answer; every distinct arch scored counts as one objective query.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -23,8 +26,12 @@ from torch import nn
 
 from ofa._genome import Genome
 from ofa.budget import TOLERANCE
+from ofa.search import Scorer, SearchResult, result_of_keys
 
-__all__ = ["BATCH", "BETA", "Controller", "reinforce_rows"]
+if TYPE_CHECKING:
+    from ofa.latency_models import LatencyEstimator
+
+__all__ = ["BATCH", "BETA", "Controller", "Reinforce", "reinforce_rows"]
 
 HIDDEN = 64
 LOGIT_SCALE = 1.5
@@ -124,3 +131,27 @@ def _within_cap(keys: list[bytes], seen: set[bytes], remaining: int) -> int:
                 return index
             fresh.add(key)
     return len(keys)
+
+
+@dataclass(frozen=True)
+class Reinforce:
+    """Strategy ``rl`` of :func:`ofa.search.search_budgets`: a controller trained per budget
+    (:func:`reinforce_rows`); a draw shrunk into the budget when it found none."""
+
+    name: ClassVar[str] = "rl"
+    counts_evaluations: ClassVar[bool] = True
+
+    def check(self, latency: LatencyEstimator | None) -> None:
+        """Any cost will do: the controller only reads the costs of its draws."""
+
+    def search(self, scorer: Scorer, budget: float, evaluations: int, seed: int) -> SearchResult:
+        """The ``evaluations`` distinct archs the controller scored within ``budget``."""
+        start = time.perf_counter()
+        cost = scorer.cost.of_rows
+        keys, history = reinforce_rows(scorer.genome, scorer.score, budget, evaluations, seed, cost)
+        if not keys:
+            rows = scorer.genome.shrink(scorer.genome.sample(1, np.random.default_rng(seed)), budget, cost=cost)
+            rows = rows[cost(rows) <= budget + TOLERANCE]
+            keys = scorer.genome.keys(rows)
+            history = scorer.score(keys, rows, cost(rows)).tolist()
+        return result_of_keys(self.name, scorer, budget, keys, history, start, seed)

@@ -4,6 +4,7 @@ strategy in ``search_budgets`` (tiny space, random images)."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_dnas_strategy_answers_within_each_budget_without_the_predictor(search: 
 
     space = load_space("tiny")
     short = DnasSearch(search.supernet, search.batches, DnasSettings(steps=20))
-    result = search_budgets(space, refuse, [0.4, 1.5], None, 10, "dnas", dnas=short)
+    result = search_budgets(space, refuse, [0.4, 1.5], None, 10, short)
     assert result.num_evaluations == 0
     for budget, found in zip(result.budgets, result.results):
         assert found.strategy == "dnas" and found.best_cost <= budget and np.all(found.costs <= budget + 1e-9)
@@ -102,10 +103,12 @@ def test_dnas_strategy_answers_within_each_budget_without_the_predictor(search: 
 
 def test_dnas_inputs_are_checked(search: DnasSearch) -> None:
     space = load_space("tiny")
-    with pytest.raises(ValueError, match="strategy 'dnas' needs the supernet"):
+    with pytest.raises(ValueError, match=r"strategy 'dnas' runs in torch: pass strategy=ofa\.search_dnas\.DnasSearch"):
         search_budgets(space, lambda archs: np.zeros(len(archs)), [1.0], None, 10, "dnas")
     with pytest.raises(ValueError, match="evaluations_per_budget applies to strategies 'random' and 'rl', not 'dnas'"):
-        search_budgets(space, lambda archs: np.zeros(len(archs)), [1.0], None, 10, "dnas", 50, dnas=search)
+        search_budgets(space, lambda archs: np.zeros(len(archs)), [1.0], None, 10, search, 50)
+    with pytest.raises(ValueError, match="strategy 'dnas' needs a differentiable cost"):
+        search.check(SimpleNamespace(kind="learned"))  # the learned latency estimator
     with pytest.raises(ValueError, match="max_queries 5: dnas makes no predictor queries"):
         capped_settings(SearchSettings(), "dnas", 5)
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
@@ -133,7 +136,7 @@ def test_expected_latency_of_a_table_estimator_and_a_latency_budget(genome: Geno
         assert expected == pytest.approx(estimator.predict(genome.decode(row[None]))[0], rel=1e-9)
     budget = float(np.median(estimator.predict(archs)))
     short = DnasSearch(search.supernet, search.batches, DnasSettings(steps=20))
-    result = search_budgets(tiny, lambda a: np.zeros(len(a)), [budget], None, 10, "dnas", None, estimator, short)
+    result = search_budgets(tiny, lambda a: np.zeros(len(a)), [budget], None, 10, short, None, estimator)
     assert result.unit == "latency_ms" and result.results[0].best_cost <= budget + 1e-9
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from ofa._genome import Genome
 from ofa.search import search_budgets
-from ofa.search_rl import reinforce_rows
+from ofa.search_rl import Reinforce, reinforce_rows
 from ofa.space import load_space
 
 
@@ -35,7 +35,11 @@ def test_controller_learns_the_rewarded_choice() -> None:
 def test_rl_search_is_reproducible_and_within_budget() -> None:
     space = load_space("tiny")
     objective = lambda archs: [float(sum(arch.depth)) for arch in archs]  # noqa: E731
-    results = [search_budgets(space, objective, [2.0], strategy="rl", evaluations_per_budget=60) for _ in range(2)]
+    results = [
+        search_budgets(space, objective, [2.0], strategy=Reinforce(), evaluations_per_budget=60) for _ in range(2)
+    ]
+    with pytest.raises(ValueError, match=r"strategy 'rl' runs in torch: pass strategy=ofa\.search_rl\.Reinforce\(\)"):
+        search_budgets(space, objective, [2.0], strategy="rl")
     first, second = (result.results[0] for result in results)
     assert first.archs == second.archs and first.strategy == "rl"
     assert first.best_cost <= 2.0 + 1e-9 and all(cost <= 2.0 + 1e-9 for cost in first.costs)
