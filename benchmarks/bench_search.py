@@ -35,6 +35,7 @@ from ofa.search import (
     search_budgets,
     smallest_mmacs,
 )
+from ofa.search_rl import Reinforce
 from ofa.space import Arch, SearchSpace, load_space
 from predictors.encoding import encode
 from predictors.models import Predictor, create_predictor
@@ -192,7 +193,8 @@ def compare_strategies(seeds: Sequence[int] = range(5), enumerated: int = 100_00
         for strategy in ("evolution", "random", "rl"):
             start = time.perf_counter()
             per_budget = None if strategy == "evolution" else queries
-            result = search_budgets(space, synthetic_accuracy, budgets, settings, 10, strategy, per_budget)
+            chosen = Reinforce() if strategy == "rl" else strategy
+            result = search_budgets(space, synthetic_accuracy, budgets, settings, 10, chosen, per_budget)
             ratios[strategy].append(result.hypervolume(*point) / best_known)
             if strategy == "rl":
                 ratios["rl_seconds"].append(time.perf_counter() - start)
