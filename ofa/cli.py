@@ -18,7 +18,7 @@ from ofa.cli_latency import add_latency_commands
 from ofa.cli_run import add_run_commands
 from ofa.errors import TrainingDivergedError
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
-from ofa.runfolder import RunFolder
+from ofa.runfolder import MissingSpaceFileError, RunFolder, read_run_space
 from ofa.runlock import run_lock
 from ofa.space import SearchSpace, load_arch, load_space
 from predictors.cli import add_commands as add_predictor_commands
@@ -217,8 +217,6 @@ def _check_latency_model_option(args: argparse.Namespace) -> None:
 
 def _run_space(run: str) -> tuple[SearchSpace, int]:
     """The run's space and class count; torch loads only to write back a deleted ``space.json``."""
-    from ofa.query import MissingSpaceFileError, read_run_space
-
     try:
         return read_run_space(run)
     except MissingSpaceFileError:

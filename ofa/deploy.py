@@ -40,9 +40,8 @@ from ofa.query import (
     find_latency_estimator,
     measured_archs,
     query_run,
-    write_result,
 )
-from ofa.runfolder import RunFolder
+from ofa.runfolder import RunFolder, write_result
 from ofa.runs import load_run, run_space
 from ofa.search import BudgetStrategy, MultiBudgetResult, SearchSettings, search_budgets
 from ofa.search_dnas import DnasSearch

@@ -21,7 +21,13 @@ from ofa.atomic import atomic_write_text, file_sha256
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
 from ofa.latency_models import LatencyEstimator, load_estimator
-from ofa.runfolder import CHECKPOINT_NAMES, RunFolder, read_source_record, source_record_path
+from ofa.runfolder import (
+    RESULT_FILE_MODE,
+    RunFolder,
+    read_run_space,
+    read_source_record,
+    source_record_path,
+)
 from ofa.search import SearchSettings, evolutionary_search
 from ofa.space import Arch, SearchSpace
 from ofa.train_config import TrainConfig, load_train_config
@@ -33,19 +39,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChosenSubnet",
-    "MissingSpaceFileError",
     "find_latency_estimator",
     "find_predictor",
     "measured_archs",
     "query_run",
-    "read_run_space",
     "save_run_predictor",
-    "write_result",
-    "write_run_space",
 ]
-
-
-RESULT_FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -81,57 +80,6 @@ class ChosenSubnet:
         if self.latency_ms is not None:
             data["latency_ms"] = self.latency_ms
         return data
-
-
-class MissingSpaceFileError(ValueError):
-    """A run with a checkpoint but no ``space.json`` (deleted): :func:`ofa.runs.run_space` writes it back."""
-
-    def __init__(self, run_dir: Path, path: Path) -> None:
-        super().__init__(
-            f"{path} is missing; any `ofa` command on the run, or ofa.runs.run_space({str(run_dir)!r}), writes it "
-            "back from the checkpoint"
-        )
-        self.run_dir = run_dir
-
-
-def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
-    """The space and class count of a run, read from ``RUN/space.json`` (written when training starts).
-
-    Raises:
-        MissingSpaceFileError: the run has a checkpoint but no ``space.json`` (:func:`ofa.runs.run_space` and the
-            CLI write it back; they load torch, which this module does not).
-        ValueError: a missing folder, one that holds neither ``space.json`` nor a checkpoint, or a malformed
-            ``space.json``.
-    """
-    run_dir = Path(run_dir)
-    folder = RunFolder(run_dir)
-    path = folder.space
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory not found: {run_dir}")
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{path} is malformed ({type(error).__name__}: {error}); delete it, and any `ofa` command on the "
-                "run writes it back from the checkpoint"
-            ) from None
-    if not any(folder.checkpoint(name).is_file() for name in CHECKPOINT_NAMES):
-        raise ValueError(f"{run_dir} is not a training run (no {path.name} and no checkpoint): train it first")
-    raise MissingSpaceFileError(run_dir, path)
-
-
-def write_run_space(run_dir: str | Path, space: SearchSpace, num_classes: int) -> None:
-    """Write ``RUN/space.json`` (the space and class count, read by :func:`read_run_space`) atomically."""
-    text = json.dumps({"space": space.to_dict(), "num_classes": num_classes}, indent=1) + "\n"
-    write_result(RunFolder(Path(run_dir)).space, text)
-
-
-def write_result(path: Path, text: str) -> None:
-    """Write a result file atomically, readable like the rest of the run (the temp file is private)."""
-    atomic_write_text(path, text)
-    path.chmod(RESULT_FILE_MODE)
 
 
 def find_predictor(

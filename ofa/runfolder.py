@@ -1,6 +1,7 @@
 """The run folder: every file a training run and the deploy-many commands keep in it, named in one place.
 
-No other module spells a file name of a run; they ask a :class:`RunFolder` for the path::
+No other module spells a file name of a run; they ask a :class:`RunFolder` for the path (and
+:func:`read_run_space` / :func:`write_run_space` for ``space.json``, :func:`write_result` for result files)::
 
     RUN/
       config.yaml            the resolved training config (``ofa train``; ``ofa import`` writes one for its data)
@@ -27,10 +28,25 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_NAMES", "RUN_FORMAT", "RunFolder", "read_source_record", "source_record_path"]
+from ofa.atomic import atomic_write_text
+from ofa.space import SearchSpace
+
+__all__ = [
+    "CHECKPOINT_NAMES",
+    "RESULT_FILE_MODE",
+    "RUN_FORMAT",
+    "MissingSpaceFileError",
+    "RunFolder",
+    "read_run_space",
+    "read_source_record",
+    "source_record_path",
+    "write_result",
+    "write_run_space",
+]
 
 RUN_FORMAT = 1  # the checkpoint ``format`` this version writes and reads
 CHECKPOINT_NAMES = ("latest", "best")
+RESULT_FILE_MODE = 0o644  # result files are readable like the rest of the run
 
 
 @dataclass(frozen=True)
@@ -237,3 +253,54 @@ def read_source_record(result: Path) -> dict[str, object] | None:
     if not isinstance(source, dict):
         raise ValueError(f"{path} holds a {type(source).__name__}, not a JSON object; delete it to measure again")
     return source
+
+
+class MissingSpaceFileError(ValueError):
+    """A run with a checkpoint but no ``space.json`` (deleted): :func:`ofa.runs.run_space` writes it back."""
+
+    def __init__(self, run_dir: Path, path: Path) -> None:
+        super().__init__(
+            f"{path} is missing; any `ofa` command on the run, or ofa.runs.run_space({str(run_dir)!r}), writes it "
+            "back from the checkpoint"
+        )
+        self.run_dir = run_dir
+
+
+def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
+    """The space and class count of a run, read from ``RUN/space.json`` (written when training starts).
+
+    Raises:
+        MissingSpaceFileError: the run has a checkpoint but no ``space.json`` (:func:`ofa.runs.run_space` and the
+            CLI write it back; they load torch, which this does not).
+        ValueError: a missing folder, one that holds neither ``space.json`` nor a checkpoint, or a malformed
+            ``space.json``.
+    """
+    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
+    path = folder.space
+    if not run_dir.is_dir():
+        raise ValueError(f"run directory not found: {run_dir}")
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path} is malformed ({type(error).__name__}: {error}); delete it, and any `ofa` command on the "
+                "run writes it back from the checkpoint"
+            ) from None
+    if not any(folder.checkpoint(name).is_file() for name in CHECKPOINT_NAMES):
+        raise ValueError(f"{run_dir} is not a training run (no {path.name} and no checkpoint): train it first")
+    raise MissingSpaceFileError(run_dir, path)
+
+
+def write_run_space(run_dir: str | Path, space: SearchSpace, num_classes: int) -> None:
+    """Write ``RUN/space.json`` (the space and class count, read by :func:`read_run_space`) atomically."""
+    text = json.dumps({"space": space.to_dict(), "num_classes": num_classes}, indent=1) + "\n"
+    write_result(RunFolder(Path(run_dir)).space, text)
+
+
+def write_result(path: Path, text: str) -> None:
+    """Write a result file atomically, readable like the rest of the run (the temp file is private)."""
+    atomic_write_text(path, text)
+    path.chmod(RESULT_FILE_MODE)

@@ -18,8 +18,7 @@ from ofa.config import config_from_dict
 from ofa.data import DataBundle, calibration_images
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.export import export_subnet
-from ofa.query import MissingSpaceFileError, read_run_space, write_run_space
-from ofa.runfolder import CHECKPOINT_NAMES, RunFolder
+from ofa.runfolder import CHECKPOINT_NAMES, MissingSpaceFileError, RunFolder, read_run_space, write_run_space
 from ofa.space import Arch, SearchSpace
 from ofa.static import StaticNet
 from ofa.supernet import Supernet
@@ -121,7 +120,7 @@ class LoadedRun:
 
 
 def run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
-    """The space and class count of a run (:func:`ofa.query.read_run_space`); a deleted ``space.json`` is
+    """The space and class count of a run (:func:`ofa.runfolder.read_run_space`); a deleted ``space.json`` is
     first written back from the run's checkpoint (a read-only run folder still answers)."""
     try:
         return read_run_space(run_dir)

@@ -36,8 +36,7 @@ from ofa.distributed import DistributedContext, init_distributed
 from ofa.evaluate import Evaluation, evaluate_arch
 from ofa.guide import PredictorGuide
 from ofa.progressive import Schedule, build_schedule
-from ofa.query import write_run_space
-from ofa.runfolder import RUN_FORMAT, RunFolder
+from ofa.runfolder import RUN_FORMAT, RunFolder, write_run_space
 from ofa.runlock import run_lock
 from ofa.sampling import (
     AttentiveSampler,

@@ -32,8 +32,8 @@ from ofa.evaluate import Evaluation, evaluate_model
 from ofa.export import load_subnet, read_export_info
 from ofa.flops import count_macs, count_macs_many, count_params
 from ofa.pareto import pareto_front
-from ofa.query import ChosenSubnet, MissingSpaceFileError, find_predictor, query_run, read_run_space
-from ofa.runfolder import RunFolder, source_record_path
+from ofa.query import ChosenSubnet, find_predictor, query_run
+from ofa.runfolder import MissingSpaceFileError, RunFolder, read_run_space, source_record_path
 from ofa.runs import LoadedRun, load_run, run_space
 from ofa.search import SearchSettings, search_budgets
 from ofa.space import Arch, SearchSpace, load_space
