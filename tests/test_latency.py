@@ -29,6 +29,7 @@ from ofa.latency_table import (
 from ofa.latency_timing import device_fingerprint, fold_batchnorm, make_runner
 from ofa.layout import BlockLayout, HeadLayout, StemLayout, network_layout
 from ofa.search import SearchSettings, search_budgets
+from ofa.search_rl import Reinforce
 from ofa.space import SearchSpace, load_space
 from ofa.static import StaticNet
 from predictors.dataset import ArchRecord, read_arch_csv, target_values, write_arch_csv
@@ -338,8 +339,8 @@ def test_malformed_latency_budgets_are_refused(text: str) -> None:
         parse_latency(text)
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "rl"])
-def test_search_under_latency_budgets_stays_within_them(small: SearchSpace, strategy: str) -> None:
+@pytest.mark.parametrize("strategy", ["evolution", "random", Reinforce()], ids=["evolution", "random", "rl"])
+def test_search_under_latency_budgets_stays_within_them(small: SearchSpace, strategy: str | Reinforce) -> None:
     table = synthetic_table(small)
     archs = seeded_archs(small, 30)
     estimator = fit_estimator("table", small, 10, table.fingerprint, archs, 1.2 * table.layer_sum(archs) + 0.3, table)
