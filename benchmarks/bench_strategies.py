@@ -88,8 +88,8 @@ def _predictor(run: object, out: Path) -> object:
 
 def _one(run: object, predictor: object, budgets: Sequence[float], strategy: str, cap: int | None, seed: int, measured):
     """One search of every budget and its measured finalists: (hypervolume inputs, best val per budget, s)."""
-    from ofa.deploy import capped_settings, strategy_for_run
-    from ofa.search import SearchSettings, search_budgets
+    from ofa.deploy import strategy_for_run
+    from ofa.search import SearchSettings, capped_settings, search_budgets
 
     settings, per_budget = capped_settings(SearchSettings(population=POPULATION, seed=seed), strategy, cap)
     chosen = strategy_for_run(run, strategy)

@@ -20,6 +20,7 @@ from ofa.errors import TrainingDivergedError
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
 from ofa.runfolder import MissingSpaceFileError, RunFolder, read_run_space
 from ofa.runlock import run_lock
+from ofa.search import STRATEGIES
 from ofa.space import SearchSpace, load_arch, load_space
 from predictors.cli import add_commands as add_predictor_commands
 
@@ -65,9 +66,10 @@ def _add_space_commands(commands: argparse._SubParsersAction) -> None:
 
 def _command_train(args: argparse.Namespace) -> None:
     from ofa.train_config import load_train_config
+
+    config = load_train_config(args.config, tuple(args.set))  # a bad config is refused before torch loads
     from ofa.trainer import train
 
-    config = load_train_config(args.config, tuple(args.set))
     result = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
@@ -120,9 +122,10 @@ def _evaluate_locked(args: argparse.Namespace) -> None:
 
 
 def _command_export(args: argparse.Namespace) -> None:
+    _check_latency_model_option(args)
+    _run_space(args.run)  # a missing or malformed run is refused before torch loads
     from ofa.deploy import export_from_run
 
-    _check_latency_model_option(args)
     budget = args.flops if args.latency is None else args.latency
     latency_model = None if args.latency is None else (args.latency_model or "")
     with run_lock(args.run, "ofa export"):  # it may fit and save the run's predictor
@@ -159,11 +162,10 @@ def _command_finetune(args: argparse.Namespace) -> None:
 
 def _command_search(args: argparse.Namespace) -> None:
     from ofa.budget import check_budget, check_latency_budget, parse_budgets
-    from ofa.deploy import capped_settings, search_run
     from ofa.query import find_latency_estimator, find_predictor
-    from ofa.search import SearchSettings
+    from ofa.search import SearchSettings, capped_settings
 
-    # every input is checked before the supernet is loaded (which takes seconds)
+    # every input is checked before torch and the supernet load (which takes seconds)
     _check_latency_model_option(args)
     space, num_classes = _run_space(args.run)
     latency = None
@@ -176,6 +178,7 @@ def _command_search(args: argparse.Namespace) -> None:
     if args.finalists < 1:
         raise ValueError(f"--finalists must be >= 1, got {args.finalists}")
     capped_settings(settings, args.strategy, args.max_queries)  # a bad cap is refused before any work
+    from ofa.deploy import search_run
     from ofa.runs import load_run
 
     with run_lock(args.run, "ofa search"):
@@ -273,7 +276,7 @@ def _add_search_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--strategy",
-        choices=("evolution", "random", "rl", "dnas"),
+        choices=STRATEGIES,
         default="evolution",
         help="evolution (default), random or rl (LSTM controller): rl and random score as many distinct archs "
         "per budget as evolution; dnas: differentiable search over the supernet on the val split (MAC budgets)",

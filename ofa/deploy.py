@@ -18,7 +18,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,7 +43,7 @@ from ofa.query import (
 )
 from ofa.runfolder import RunFolder, write_result
 from ofa.runs import load_run, run_space
-from ofa.search import BudgetStrategy, MultiBudgetResult, SearchSettings, search_budgets
+from ofa.search import BudgetStrategy, MultiBudgetResult, SearchSettings, capped_settings, search_budgets
 from ofa.search_dnas import DnasSearch
 from ofa.search_rl import Reinforce
 from ofa.space import Arch, SearchSpace, load_arch
@@ -56,7 +56,6 @@ __all__ = [
     "LATENCY_PARETO_COLUMNS",
     "PARETO_COLUMNS",
     "MeasurableRun",
-    "capped_settings",
     "dnas_search_for_run",
     "export_from_run",
     "pareto_figure",
@@ -221,26 +220,6 @@ def dnas_search_for_run(run: MeasurableRun) -> DnasSearch:
         for start in range(0, len(labels) - DNAS_BATCH + 1, DNAS_BATCH)
     ] or [(images, labels)]
     return DnasSearch(run.supernet, batches)
-
-
-def capped_settings(
-    settings: SearchSettings, strategy: str, max_queries: int | None
-) -> tuple[SearchSettings, int | None]:
-    """The settings and the queries per budget of random and rl under a cap of ``max_queries`` per budget."""
-    if max_queries is None:
-        return settings, None
-    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
-        raise ValueError(f"max_queries must be an integer >= 1, got {max_queries!r}")
-    if strategy == "dnas":
-        raise ValueError(f"max_queries {max_queries}: dnas makes no predictor queries (it searches the supernet)")
-    if strategy != "evolution":
-        return settings, max_queries
-    generations = max_queries // settings.population - 1
-    if generations < 0:
-        raise ValueError(
-            f"max_queries {max_queries} is below one population ({settings.population}): lower the population"
-        )
-    return replace(settings, generations=min(settings.generations, generations)), None
 
 
 def _choose_measured(

@@ -54,6 +54,7 @@ __all__ = [
     "SearchCost",
     "SearchResult",
     "SearchSettings",
+    "capped_settings",
     "checked_result",
     "combined_front",
     "evolutionary_search",
@@ -677,6 +678,26 @@ class BudgetStrategy(Protocol):
     def search(self, scorer: Scorer, budget: float, evaluations: int, seed: int) -> SearchResult:
         """The archs it found within ``budget`` (:func:`result_of_keys` or :func:`checked_result`)."""
         ...
+
+
+def capped_settings(
+    settings: SearchSettings, strategy: str, max_queries: int | None
+) -> tuple[SearchSettings, int | None]:
+    """The settings and the queries per budget of random and rl under a cap of ``max_queries`` per budget."""
+    if max_queries is None:
+        return settings, None
+    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+        raise ValueError(f"max_queries must be an integer >= 1, got {max_queries!r}")
+    if strategy == "dnas":
+        raise ValueError(f"max_queries {max_queries}: dnas makes no predictor queries (it searches the supernet)")
+    if strategy != "evolution":
+        return settings, max_queries
+    generations = max_queries // settings.population - 1
+    if generations < 0:
+        raise ValueError(
+            f"max_queries {max_queries} is below one population ({settings.population}): lower the population"
+        )
+    return dataclasses.replace(settings, generations=min(settings.generations, generations)), None
 
 
 def _checked_strategy(

@@ -12,8 +12,7 @@ import torch
 
 from ofa._genome import Genome
 from ofa.bn import resize_to
-from ofa.deploy import capped_settings
-from ofa.search import SearchSettings, search_budgets
+from ofa.search import SearchSettings, capped_settings, search_budgets
 from ofa.search_dnas import (
     DnasSearch,
     DnasSettings,
