@@ -1,4 +1,5 @@
-"""P0: command-line start-up, wall seconds of ``ofa --help`` and ``ofa flops`` in a fresh interpreter.
+"""P0: command-line start-up, wall seconds of ``ofa --help``, ``ofa flops`` and a refused ``ofa train`` config in a
+fresh interpreter.
 
 Each command runs as its own process (``python -m ofa.cli ...``, what the ``ofa`` script runs), interleaved
 with a bare ``python -c pass`` so the interpreter's own start is shown beside them; the median of the repeats
@@ -19,27 +20,34 @@ from benchmarks.common import interleaved_times, median, print_table
 
 __all__ = ["COMMANDS", "heavy_imports", "main"]
 
-ARCH = Path(__file__).resolve().parent.parent / "configs" / "archs" / "attentivenas_a0.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ARCH = CONFIGS / "archs" / "attentivenas_a0.yaml"
+BAD_TRAIN = ["train", str(CONFIGS / "train" / "digits.yaml"), "--set", "sampler.num_candidates=0"]
 COMMANDS = {
     "python -c pass": ["-c", "pass"],
     "ofa --help": ["-m", "ofa.cli", "--help"],
     "ofa flops": ["-m", "ofa.cli", "flops", "--space", "attentivenas", "--arch", str(ARCH)],
+    "ofa train, bad config (exit 2)": ["-m", "ofa.cli", *BAD_TRAIN],
 }
+EXIT_CODES = {"ofa train, bad config (exit 2)": 2}  # the others exit 0
 HEAVY = ("torch", "sklearn", "lightgbm")
 
 
-def _run(arguments: list[str]) -> Callable[[], object]:
+def _run(arguments: list[str], exit_code: int = 0) -> Callable[[], object]:
     def call() -> object:
-        return subprocess.run([sys.executable, *arguments], check=True, capture_output=True)
+        result = subprocess.run([sys.executable, *arguments], capture_output=True, text=True)
+        if result.returncode != exit_code:
+            raise RuntimeError(f"{' '.join(arguments)} exited {result.returncode}: {result.stderr.strip()}")
+        return result
 
     return call
 
 
-def heavy_imports(arguments: list[str]) -> list[str]:
+def heavy_imports(arguments: list[str], exit_code: int = 0) -> list[str]:
     """The heavy libraries a command leaves imported (run in-process after its ``main`` returns).
 
     Raises:
-        RuntimeError: the command failed (its exit code and stderr).
+        RuntimeError: the command exited with another code than ``exit_code`` (its exit code and stderr).
     """
     if arguments[:1] != ["-m"]:
         return []
@@ -50,7 +58,7 @@ def heavy_imports(arguments: list[str]) -> list[str]:
         "sys.exit(code)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    if result.returncode != 0:
+    if result.returncode != exit_code:
         raise RuntimeError(f"{' '.join(arguments)} exited {result.returncode}: {result.stderr.strip()}")
     line = result.stdout.splitlines()[-1].removeprefix("heavy:")
     return [name for name in line.split(",") if name]
@@ -58,12 +66,14 @@ def heavy_imports(arguments: list[str]) -> list[str]:
 
 def main(repeats: int = 7) -> dict[str, float]:
     """Time every command, print a table, return ``{"<command> seconds": median}``."""
-    times = interleaved_times({name: _run(arguments) for name, arguments in COMMANDS.items()}, repeats, warmup=1)
+    calls = {name: _run(arguments, EXIT_CODES.get(name, 0)) for name, arguments in COMMANDS.items()}
+    times = interleaved_times(calls, repeats, warmup=1)
     results, rows = {}, []
     for name, arguments in COMMANDS.items():
         seconds = median(times[name][0])
         results[f"{name} seconds"] = seconds
-        rows.append((name, seconds, min(times[name][0]), ", ".join(heavy_imports(arguments)) or "-"))
+        heavy = heavy_imports(arguments, EXIT_CODES.get(name, 0))
+        rows.append((name, seconds, min(times[name][0]), ", ".join(heavy) or "-"))
     print(f"P0 command-line start-up (wall seconds per process, median of {repeats} interleaved runs)")
     print_table(("command", "median s", "fastest s", "heavy libraries imported"), rows)
     return results
