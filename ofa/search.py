@@ -10,6 +10,9 @@ evaluated twice; a child over the budget is redrawn a bounded number of times, i
 shrunk deterministically into the budget, so no loop can run forever. Random search draws uniformly
 within the budget and returns the same result type, to compare both at equal numbers of evaluations.
 
+Strategies that need torch plug in as :class:`BudgetStrategy` objects on the same scorer and result type:
+:class:`ofa.search_rl.Reinforce` (an RL controller) and :class:`ofa.search_dnas.DnasSearch` (differentiable).
+
 Costs are MMACs (10^6 multiply-accumulates, see ``ofa.flops``), or, given a latency estimator
 (``ofa.latency_models``), estimated milliseconds on the estimator's device; scores are "higher is
 better". Budget parsing lives in ``ofa.budget`` and fronts in ``ofa.pareto``; both are re-exported here.
@@ -66,7 +69,6 @@ __all__ = [
     "result_of_keys",
     "search_budgets",
     "smallest_mmacs",
-    "strategy_name",
 ]
 
 
@@ -719,7 +721,7 @@ def _checked_strategy(
         counted = strategy == "random"
     if not counted and evaluations_per_budget is not None:
         raise ValueError(
-            f"evaluations_per_budget applies to strategies 'random' and 'rl', not {strategy_name(strategy)!r}"
+            f"evaluations_per_budget applies to strategies 'random' and 'rl', not {_strategy_name(strategy)!r}"
         )
     if evaluations_per_budget is None:
         evaluations_per_budget = settings.population * (settings.generations + 1)
@@ -727,7 +729,7 @@ def _checked_strategy(
     return evaluations_per_budget
 
 
-def strategy_name(strategy: str | BudgetStrategy) -> str:
+def _strategy_name(strategy: str | BudgetStrategy) -> str:
     """``evolution``, ``random``, ``rl`` or ``dnas``."""
     return strategy if isinstance(strategy, str) else strategy.name
 
