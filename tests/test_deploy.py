@@ -475,7 +475,11 @@ def test_a_deleted_space_json_is_written_back_from_the_checkpoint(
     # ... the heavy side writes it back from the checkpoint
     assert run_space(run_copy) == expected
     assert space_file.is_file() and read_run_space(run_copy) == expected
-    # and so does the CLI, even for a query (which loads torch only then)
+    # a damaged space.json is named, with the way back: delete it ...
+    space_file.write_text('{"space": ')
+    code, _, err = cli(["query", run_copy, "--flops", "2M"], capsys)
+    assert_one_line_error(code, err, str(space_file), "malformed", "delete it")
+    # ... and the CLI writes it back, even for a query (which loads torch only then)
     space_file.unlink()
     code, out, err = cli(["query", run_copy, "--flops", "2M"], capsys)
     assert code == 0, err
