@@ -310,6 +310,7 @@ def test_default_predictor_agrees_with_its_boosters() -> None:
     assert np.allclose(predictor.predict(held), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # 4-6 s: four default-predictor fits
 def test_seminas_predictor_refits_on_its_own_labels_of_random_archs(tmp_path) -> None:
     """The registered self-training predictor is: fit, label as many seeded random archs, fit on both."""
     space = load_space("tiny")

@@ -193,6 +193,7 @@ def test_resume_after_a_kill_in_epoch_two_is_exact(
     assert resumed.val_acc_max == straight.val_acc_max
 
 
+@pytest.mark.slow  # 4-5 s: two trainings; the kill at every write step is tested fast on save_checkpoint_pair
 def test_kill_while_writing_a_checkpoint_keeps_the_last_and_resumes_exactly(
     tmp_path: Path, straight: TrainResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,6 +223,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_last_and_resumes_exactly(
     assert resumed.trained_archs == straight.trained_archs[STEPS:]
 
 
+@pytest.mark.slow  # 4-5 s: two trainings; the kill at every write step is tested fast on save_checkpoint_pair
 def test_kill_between_the_best_and_latest_writes_leaves_a_consistent_pair(
     tmp_path: Path, straight: TrainResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
