@@ -27,7 +27,7 @@ import numpy as np
 
 from ofa.layer_costs import block_macs, block_params, layout_macs, layout_params
 from ofa.layout import BlockLayout, NetworkLayout, network_layout
-from ofa.space import Arch, SearchSpace, StageSpec
+from ofa.space import Arch, SearchSpace, StageSpec, is_integer
 
 __all__ = ["AdditiveTables", "Genome", "genome_of"]
 
@@ -125,31 +125,39 @@ class Genome:
 
     def _indices(self, arch: Arch) -> list[int] | None:
         """The choice indices of a valid arch; None for anything ``SearchSpace.validate`` would refuse."""
-        stages = len(self.space.stages)
-        if not isinstance(arch, Arch) or len(arch.width) != stages + 2:
-            return None
-        if not len(arch.depth) == len(arch.kernel_size) == len(arch.expand_ratio) == stages:
-            return None
-        if any(isinstance(depth, (float, bool)) for depth in arch.depth):  # 2.0 equals a choice but is no depth
+        if not self._well_formed(arch):
             return None
         values = [arch.resolution, *arch.width, *arch.depth]
+        for name in ("kernel_size", "expand_ratio"):
+            for depth, stage_values in zip(arch.depth, getattr(arch, name)):
+                if self.slots == 1:  # per_stage: one value for all blocks of the stage
+                    values.append(stage_values[0])
+                else:
+                    values.extend(stage_values)
+                    values.extend([None] * (self.slots - depth))
         try:
-            for name in ("kernel_size", "expand_ratio"):
-                for depth, stage_values in zip(arch.depth, getattr(arch, name)):
-                    if len(stage_values) != depth:
-                        return None
-                    if self.slots == 1:  # per_stage: one value for all blocks of the stage
-                        if list(stage_values).count(stage_values[0]) != depth:
-                            return None
-                        values.append(stage_values[0])
-                    else:
-                        values.extend(stage_values)
-                        values.extend([None] * (self.slots - depth))
-            if len(values) != self.columns:
-                return None
             return [0 if value is None else index[value] for value, index in zip(values, self._index)]
-        except (KeyError, TypeError, IndexError):
+        except (KeyError, TypeError):
             return None
+
+    def _well_formed(self, arch: Arch) -> bool:
+        """Whether ``arch`` has the space's shape, as ``SearchSpace.validate`` checks it: one width per stem, stage
+        and head, per stage an integer depth the stage offers and one kernel size and expand ratio per block (the
+        same for all blocks of a stage in a per-stage space). The choice values are left to the look-ups."""
+        depths = self._stage_depths
+        try:
+            if not isinstance(arch, Arch) or len(arch.width) != len(depths) + 2:
+                return False
+            if not len(arch.depth) == len(arch.kernel_size) == len(arch.expand_ratio) == len(depths):
+                return False
+            for choices, depth, kernels, expands in zip(depths, arch.depth, arch.kernel_size, arch.expand_ratio):
+                if not is_integer(depth) or depth not in choices or len(kernels) != depth or len(expands) != depth:
+                    return False
+                if self.slots == 1 and (kernels.count(kernels[0]) != depth or expands.count(expands[0]) != depth):
+                    return False
+        except (TypeError, AttributeError):
+            return False
+        return True
 
     def decode(self, rows: np.ndarray) -> list[Arch]:
         """Archs of canonical rows."""
@@ -314,6 +322,7 @@ class Genome:
         self._mac_tables, self._param_tables = tables
         self._mac_lists, self._param_lists = [(table.base.tolist(), table.flat.tolist()) for table in tables]
         self._stage_terms = self._single_arch_terms()
+        self._stage_depths = tuple(frozenset(stage.depth) for stage in self.space.stages)
         self._build_features()
 
     def _build_features(self) -> None:
@@ -434,8 +443,8 @@ class Genome:
         return total + (tables.flat[index] * active).sum(axis=1)
 
     def _single_arch_terms(self) -> tuple:
-        """What ``_fast_cost`` needs, as plain Python: the index of every choice value, and per stage its depths,
-        the strides of its block terms (resolution, input and output width), each block's offset and the offset
+        """What ``_fast_cost`` needs, as plain Python: the index of every choice value, and per stage the strides
+        of its block terms (resolution, input and output width), each block's offset and the offset
         of every (kernel, expand ratio) pair."""
         space, tables = self.space, self._mac_tables
         strides = tables.strides[:4, :].T.tolist()  # per block position; equal within a stage
@@ -450,7 +459,7 @@ class Genome:
                 for e, expand in enumerate(stage.expand_ratio)
             }
             stage_offsets = [offsets[p] for p in positions]
-            stages.append((frozenset(stage.depth), strides[positions[0]][:3], stage_offsets, pairs))
+            stages.append((strides[positions[0]][:3], stage_offsets, pairs))
         resolution_index = {value: index for index, value in enumerate(space.resolution)}
         width_index = [{value: index for index, value in enumerate(choices)} for choices in space.width_choices]
         return resolution_index, width_index, stages
@@ -462,32 +471,22 @@ class Genome:
 
     def _fast_cost(self, arch: Arch, tables: tuple[list, list[int]]) -> int | None:
         """The cost of a valid arch; None for anything ``SearchSpace.validate`` would refuse."""
+        if not self._well_formed(arch):
+            return None
         base, flat = tables
         resolution_index, width_index, stages = self._stage_terms
-        per_stage = self.slots == 1
         try:
-            if not isinstance(arch, Arch) or len(arch.width) != len(width_index):
-                return None
-            if not len(arch.depth) == len(arch.kernel_size) == len(arch.expand_ratio) == len(stages):
-                return None
             resolution = resolution_index[arch.resolution]
             width = [index[value] for index, value in zip(width_index, arch.width)]
             total = base[resolution][width[0]][width[-2]][width[-1]]
-            terms = zip(stages, arch.depth, arch.kernel_size, arch.expand_ratio, width, width[1:])
-            for stage, depth, kernels, expands, inputs, outputs in terms:
-                depths, strides, offsets, pairs = stage
-                if isinstance(depth, (float, bool)) or depth not in depths:
-                    return None
-                if len(kernels) != depth or len(expands) != depth:
-                    return None
-                if per_stage and (kernels.count(kernels[0]) != depth or expands.count(expands[0]) != depth):
-                    return None
+            terms = zip(stages, arch.kernel_size, arch.expand_ratio, width, width[1:])
+            for (strides, offsets, pairs), kernels, expands, inputs, outputs in terms:
                 start = resolution * strides[0] + inputs * strides[1] + outputs * strides[2]
                 for offset, pair in zip(offsets, zip(kernels, expands)):
                     total += flat[offset + start + pairs[pair]]
-            return total
-        except (KeyError, TypeError, IndexError):
+        except (KeyError, TypeError):
             return None
+        return total
 
     def macs_of(self, arch: Arch) -> int:
         """Exact MACs of one arch (validated), as ``macs`` counts its row, in plain Python (a few microseconds;

@@ -45,6 +45,11 @@ GRANULARITIES = ("per_stage", "per_block")
 SHORTCUTS = ("projected", "identity")
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer (``int``, ``numpy.int64``, ...), not a bool nor a float equal to one."""
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never going below 90% of it."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -430,7 +435,7 @@ class SearchSpace:
                 raise ValueError(f"arch.width[{index}] ({part}): {value} is not one of {list(choices)}")
         for index, stage in enumerate(self.stages):
             depth = arch.depth[index]
-            if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+            if not is_integer(depth):
                 raise ValueError(f"arch.depth[{index}] ({stage.name}): {depth!r} is not an integer")
             if depth not in stage.depth:
                 raise ValueError(f"arch.depth[{index}] ({stage.name}): {depth} is not one of {list(stage.depth)}")

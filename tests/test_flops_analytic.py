@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,8 @@ def _odd_types(arch: Arch) -> dict[str, Arch]:
         "numpy depths": dataclasses.replace(arch, depth=tuple(np.int64(depth) for depth in arch.depth)),
         "float depths": dataclasses.replace(arch, depth=tuple(float(depth) for depth in arch.depth)),
         "bool depths": dataclasses.replace(arch, depth=tuple(depth == 1 or depth for depth in arch.depth)),
+        "decimal depths": dataclasses.replace(arch, depth=tuple(Decimal(depth) for depth in arch.depth)),
+        "fraction depths": dataclasses.replace(arch, depth=tuple(Fraction(depth) for depth in arch.depth)),
         "list kernels": dataclasses.replace(arch, kernel_size=tuple(list(kernels) for kernels in arch.kernel_size)),
         "float expands": dataclasses.replace(
             arch, expand_ratio=tuple(tuple(float(value) for value in values) for values in arch.expand_ratio)
