@@ -16,19 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ofa._genome import genome_of
-from ofa.layer_costs import block_macs, block_params, layout_macs, layout_params
 from ofa.space import Arch, SearchSpace
 
 __all__ = [
     "DEFAULT_NUM_CLASSES",
-    "block_macs",
-    "block_params",
     "count_macs",
     "count_macs_many",
     "count_params",
     "count_params_many",
-    "layout_macs",
-    "layout_params",
 ]
 
 DEFAULT_NUM_CLASSES = 10  # the library's one default (the data sets' and the runs'); paper figures pass 1000

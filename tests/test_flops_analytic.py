@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ofa.flops import count_macs, count_macs_many, count_params, count_params_many, layout_macs, layout_params
+from ofa.flops import count_macs, count_macs_many, count_params, count_params_many
+from ofa.layer_costs import layout_macs, layout_params
 from ofa.layout import network_layout
 from ofa.space import Arch, SearchSpace, load_arch, load_space
 
