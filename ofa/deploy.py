@@ -56,7 +56,6 @@ __all__ = [
     "LATENCY_PARETO_COLUMNS",
     "PARETO_COLUMNS",
     "MeasurableRun",
-    "dnas_search_for_run",
     "export_from_run",
     "pareto_figure",
     "search_run",
@@ -202,11 +201,11 @@ def strategy_for_run(run: MeasurableRun, name: str) -> str | BudgetStrategy:
     if name == "rl":
         return Reinforce()
     if name == "dnas":
-        return dnas_search_for_run(run)
+        return _dnas_search_for_run(run)
     return name
 
 
-def dnas_search_for_run(run: MeasurableRun) -> DnasSearch:
+def _dnas_search_for_run(run: MeasurableRun) -> DnasSearch:
     """The supernet and the run's val images in batches of ``DNAS_BATCH`` (where the finalists are judged)."""
 
     if not hasattr(run, "supernet") or not hasattr(run, "val_loader"):

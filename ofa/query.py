@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ofa.atomic import atomic_write_text, file_sha256
+from ofa.atomic import file_sha256
 from ofa.cost_axis import CostAxis, latency_axis, mac_axis
 from ofa.flops import DEFAULT_NUM_CLASSES, count_macs, count_params
 from ofa.latency_models import LatencyEstimator, load_estimator
@@ -27,6 +27,7 @@ from ofa.runfolder import (
     read_run_space,
     read_source_record,
     source_record_path,
+    write_result,
 )
 from ofa.search import SearchSettings, evolutionary_search
 from ofa.space import Arch, SearchSpace
@@ -126,7 +127,7 @@ def save_run_predictor(run_dir: str | Path, predictor: Predictor) -> None:
     predictor.save(folder.final_predictor)
     folder.final_predictor.chmod(RESULT_FILE_MODE)
     fitted_on = {"arch_data_sha256": file_sha256(folder.arch_data)} if folder.arch_data.is_file() else {}
-    atomic_write_text(source_record_path(folder.final_predictor), json.dumps(fitted_on) + "\n")
+    write_result(source_record_path(folder.final_predictor), json.dumps(fitted_on) + "\n")
 
 
 def _calibration_seed(run_dir: Path) -> int:

@@ -255,15 +255,13 @@ def read_source_record(result: Path) -> dict[str, object] | None:
     return source
 
 
+_REWRITES_SPACE = (
+    "`ofa query`, `ofa search`, `ofa export` or `ofa finetune` on the run writes it back from the checkpoint"
+)
+
+
 class MissingSpaceFileError(ValueError):
     """A run with a checkpoint but no ``space.json`` (deleted): :func:`ofa.runs.run_space` writes it back."""
-
-    def __init__(self, run_dir: Path, path: Path) -> None:
-        super().__init__(
-            f"{path} is missing; any `ofa` command on the run, or ofa.runs.run_space({str(run_dir)!r}), writes it "
-            "back from the checkpoint"
-        )
-        self.run_dir = run_dir
 
 
 def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
@@ -286,12 +284,11 @@ def read_run_space(run_dir: str | Path) -> tuple[SearchSpace, int]:
             return SearchSpace.from_dict(data["space"], source=str(path)), int(data["num_classes"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
             raise ValueError(
-                f"{path} is malformed ({type(error).__name__}: {error}); delete it, and any `ofa` command on the "
-                "run writes it back from the checkpoint"
+                f"{path} is malformed ({type(error).__name__}: {error}); delete it: {_REWRITES_SPACE}"
             ) from None
     if not any(folder.checkpoint(name).is_file() for name in CHECKPOINT_NAMES):
         raise ValueError(f"{run_dir} is not a training run (no {path.name} and no checkpoint): train it first")
-    raise MissingSpaceFileError(run_dir, path)
+    raise MissingSpaceFileError(f"{path} is missing; {_REWRITES_SPACE} (in Python: ofa.runs.run_space)")
 
 
 def write_run_space(run_dir: str | Path, space: SearchSpace, num_classes: int) -> None:
