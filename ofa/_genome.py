@@ -444,8 +444,8 @@ class Genome:
 
     def _single_arch_terms(self) -> tuple:
         """What ``_fast_cost`` needs, as plain Python: the index of every choice value, and per stage the strides
-        of its block terms (resolution, input and output width), each block's offset and the offset
-        of every (kernel, expand ratio) pair."""
+        of its block terms (resolution, input and output width), each block's offset and the offsets
+        of its kernel sizes and expand ratios."""
         space, tables = self.space, self._mac_tables
         strides = tables.strides[:4, :].T.tolist()  # per block position; equal within a stage
         offsets = tables.offsets.tolist()
@@ -453,13 +453,10 @@ class Genome:
         for s, stage in enumerate(space.stages):
             positions = [p for p, stage_of in enumerate(self._position_stage.tolist()) if stage_of == s]
             kernel_stride = strides[positions[0]][3]
-            pairs = {
-                (kernel, expand): k * kernel_stride + e
-                for k, kernel in enumerate(stage.kernel_size)
-                for e, expand in enumerate(stage.expand_ratio)
-            }
+            kernel_terms = {kernel: k * kernel_stride for k, kernel in enumerate(stage.kernel_size)}
+            expand_terms = {expand: e for e, expand in enumerate(stage.expand_ratio)}
             stage_offsets = [offsets[p] for p in positions]
-            stages.append((strides[positions[0]][:3], stage_offsets, pairs))
+            stages.append((strides[positions[0]][:3], stage_offsets, kernel_terms, expand_terms))
         resolution_index = {value: index for index, value in enumerate(space.resolution)}
         width_index = [{value: index for index, value in enumerate(choices)} for choices in space.width_choices]
         return resolution_index, width_index, stages
@@ -480,10 +477,10 @@ class Genome:
             width = [index[value] for index, value in zip(width_index, arch.width)]
             total = base[resolution][width[0]][width[-2]][width[-1]]
             terms = zip(stages, arch.kernel_size, arch.expand_ratio, width, width[1:])
-            for (strides, offsets, pairs), kernels, expands, inputs, outputs in terms:
+            for (strides, offsets, kernel_terms, expand_terms), kernels, expands, inputs, outputs in terms:
                 start = resolution * strides[0] + inputs * strides[1] + outputs * strides[2]
-                for offset, pair in zip(offsets, zip(kernels, expands)):
-                    total += flat[offset + start + pairs[pair]]
+                for offset, kernel, expand in zip(offsets, kernels, expands):
+                    total += flat[offset + start + kernel_terms[kernel] + expand_terms[expand]]
         except (KeyError, TypeError):
             return None
         return total
